@@ -1,0 +1,3 @@
+from xenvirtio.cli import main
+
+main()

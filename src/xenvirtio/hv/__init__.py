@@ -1,0 +1,1 @@
+"""The generic hypervisor interface and its implementations."""

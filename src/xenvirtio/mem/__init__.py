@@ -1,0 +1,1 @@
+"""Guest memory: the GuestMemory interface, its implementations, and address translation."""

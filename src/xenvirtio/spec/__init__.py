@@ -1,0 +1,1 @@
+"""Constants and wire layouts from the VirtIO and Xen specifications, and nothing else."""

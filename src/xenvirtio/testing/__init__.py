@@ -1,0 +1,1 @@
+"""Builders, conformance suites and strategies shared by the tests."""

@@ -1,0 +1,1 @@
+"""The VirtIO core (no I/O): features, device status, split and packed virtqueues."""

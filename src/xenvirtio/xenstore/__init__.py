@@ -1,0 +1,1 @@
+"""XenStore: the xs_wire codec, the store, the daemon core, the daemon and the clients."""
