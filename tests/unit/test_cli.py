@@ -1,3 +1,4 @@
+import click
 from click.testing import CliRunner
 
 from xenvirtio.cli import cli
@@ -5,7 +6,7 @@ from xenvirtio.cli import cli
 
 def test_every_command_has_help_with_an_example() -> None:
     runner = CliRunner()
-    ctx = cli.make_context("xenvirtio", [])
+    ctx = click.Context(cli, info_name="xenvirtio")
     pending: list[list[str]] = [[]]
     seen = 0
     while pending:
