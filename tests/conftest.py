@@ -1,30 +1,21 @@
-"""Shared fixtures.
+"""Shared test configuration.
 
-Interop tests drive real peers (Xen's xenstore-* tools, fio, iperf3, nbdkit, QEMU) that
-`make setup` installs. A missing peer is a failure, never a skip: CI must not pass
-without having talked to the real thing.
+Interop tests drive real peers through `xenvirtio.testing.tools.require_tool`, which fails
+(never skips) when a peer is missing.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 
-import pytest
+from hypothesis import HealthCheck, settings
 
+from xenvirtio.testing.tools import require_tool
 
-def require_tool(name: str) -> str:
-    """Return the path of an external program, failing the test loudly if it is absent."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"required tool {name!r} is not installed; run `make setup`", pytrace=False)
-    return path
-
+__all__ = ["require_tool"]
 
 # Hypothesis: no per-example deadline (the machine is shared and timing is not what these
 # tests check); CI runs a fixed, derandomised budget so a run is repeatable.
-from hypothesis import HealthCheck, settings  # noqa: E402
-
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100
 )

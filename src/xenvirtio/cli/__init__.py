@@ -13,6 +13,11 @@ import click
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
     "bench": "xenvirtio.cli.bench:bench",
+    "nbd-serve": "xenvirtio.cli.nbd:nbd_serve",
+    "xenstored": "xenvirtio.cli.xenstored:xenstored",
+    "xenstore": "xenvirtio.cli.xenstore:xenstore",
+    "demo": "xenvirtio.cli.demo:demo",
+    "host": "xenvirtio.cli.host:host",
 }
 
 
