@@ -1,0 +1,1 @@
+"""Benchmark programs and the helpers they share: each prints figures beside a baseline."""
