@@ -1,0 +1,2 @@
+"""Guest-side drivers: each talks to a `VirtioTransport` and never learns which transport
+(PCI, MMIO, XenBus) is underneath."""
