@@ -18,6 +18,8 @@ COMMANDS: dict[str, str] = {
     "xenstore": "xenvirtio.cli.xenstore:xenstore",
     "demo": "xenvirtio.cli.demo:demo",
     "host": "xenvirtio.cli.host:host",
+    "check-config": "xenvirtio.cli.check_config:check_config",
+    "backend": "xenvirtio.cli.backend:backend",
 }
 
 
