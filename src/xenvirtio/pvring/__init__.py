@@ -1,0 +1,1 @@
+"""Xen's classic PV rings (``xen/include/public/io/ring.h``) and the drivers built on them."""
