@@ -7,8 +7,10 @@ Re-exported by `xenvirtio.virtio.queue`; a ring format is named by a string-valu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
+from xenvirtio.mem.api import GPA_LIMIT
 from xenvirtio.spec import virtio as S
 
 
@@ -90,3 +92,27 @@ def ring_addrs(packed: bool, base: int, size: int) -> RingAddrs:
     driver = _align(desc + sizes.desc, aligns[1])
     device = _align(driver + sizes.driver, aligns[2])
     return RingAddrs(desc, driver, device, device + sizes.device)
+
+
+MAX_BUFFER_BYTES = 1 << 32  # virtio 1.2 2.7.5.2: the sum of a buffer's lengths fits a le32
+
+
+def buffer_elements(
+    readable: Sequence[tuple[int, int]], writable: Sequence[tuple[int, int]]
+) -> list[tuple[int, int, int]]:
+    """(addr, len, flags) for each element a driver adds, readable first, validated.
+
+    Both ring formats use it; a bad element is the driver's own bug (ValueError), not a
+    protocol error from the other side."""
+    write = S.VIRTQ_DESC_F_WRITE
+    out = [(a, n, 0) for a, n in readable] + [(a, n, write) for a, n in writable]
+    if not out:
+        raise ValueError("a buffer needs at least one element")
+    total = 0
+    for addr, length, _ in out:
+        if addr < 0 or not 0 <= length < 1 << 32 or addr + length > GPA_LIMIT:
+            raise ValueError(f"bad element [{addr:#x}, +{length:#x})")
+        total += length
+    if total > MAX_BUFFER_BYTES:
+        raise ValueError("buffer longer than 2**32 bytes (virtio 1.2 2.7.5.2)")
+    return out

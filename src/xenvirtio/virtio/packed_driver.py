@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from xenvirtio.mem.api import GPA_LIMIT, GuestMemory, GuestMemoryError
 from xenvirtio.spec import virtio as S
-from xenvirtio.virtio.layout import IndirectPool
+from xenvirtio.virtio.layout import IndirectPool, buffer_elements
 from xenvirtio.virtio.packed_ring import (
     BODY_ST,
     DESC_ST,
@@ -25,7 +25,6 @@ from xenvirtio.virtio.packed_ring import (
     F_WRITE,
     FLAGS_OFF,
     LEN_OFF,
-    MAX_CHAIN_BYTES,
     OFF_MASK,
     START,
     U16_ST,
@@ -46,23 +45,6 @@ from xenvirtio.virtio.queue import (
 from xenvirtio.virtio.rings import DESC, DEVICE, DRIVER, RingAreas
 
 T = TypeVar("T")
-
-
-def _elements(
-    readable: Sequence[tuple[int, int]], writable: Sequence[tuple[int, int]]
-) -> list[tuple[int, int, int]]:
-    """(addr, len, flags) per element, validated (a driver bug raises ValueError)."""
-    out = [(a, n, 0) for a, n in readable] + [(a, n, F_WRITE) for a, n in writable]
-    if not out:
-        raise ValueError("a buffer needs at least one element")
-    total = 0
-    for addr, length, _ in out:
-        if addr < 0 or not 0 <= length < 1 << 32 or addr + length > GPA_LIMIT:
-            raise ValueError(f"bad element [{addr:#x}, +{length:#x})")
-        total += length
-    if total > MAX_CHAIN_BYTES:
-        raise ValueError("buffer longer than 2**32 bytes")
-    return out
 
 
 class PackedDriverQueue(Generic[T]):
@@ -141,7 +123,7 @@ class PackedDriverQueue(Generic[T]):
         if areas is None or areas.mem is not mem or self._broken:
             areas = self._bind(mem)
         if len(readable) + len(writable) != 1:
-            self._add_list(mem, areas, _elements(readable, writable), token)
+            self._add_list(mem, areas, buffer_elements(readable, writable), token)
             return
         # The common case: one element, one descriptor.
         addr, length = readable[0] if readable else writable[0]

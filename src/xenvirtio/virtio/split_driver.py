@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from xenvirtio.mem.api import GPA_LIMIT, GuestMemory
 from xenvirtio.spec import virtio as S
-from xenvirtio.virtio.layout import IndirectPool
+from xenvirtio.virtio.layout import IndirectPool, buffer_elements
 from xenvirtio.virtio.queue import (
     InvalidUsedError,
     QueueBrokenError,
@@ -52,23 +52,6 @@ def check_split_config(cfg: QueueConfig) -> None:
     for name, addr, align, length in areas:
         if addr < 0 or addr % align or addr + length > GPA_LIMIT:
             raise QueueConfigError(f"{name} at {addr:#x} is misaligned or out of range")
-
-
-def _segments(
-    readable: Sequence[tuple[int, int]], writable: Sequence[tuple[int, int]]
-) -> list[tuple[int, int, int]]:
-    """(addr, len, flags) for each element, validated (a driver bug raises ValueError)."""
-    out = [(a, n, 0) for a, n in readable] + [(a, n, _WRITE) for a, n in writable]
-    if not out:
-        raise ValueError("a buffer needs at least one element")
-    total = 0
-    for addr, length, _ in out:
-        if addr < 0 or not 0 <= length < 1 << 32 or addr + length > GPA_LIMIT:
-            raise ValueError(f"bad element [{addr:#x}, +{length:#x})")
-        total += length
-    if total > 1 << 32:
-        raise ValueError("buffer longer than 2**32 bytes (virtio 1.2 2.7.5.2)")
-    return out
 
 
 class SplitDriverQueue(Generic[T]):
@@ -154,7 +137,7 @@ class SplitDriverQueue(Generic[T]):
     ) -> None:
         self._check()
         if len(readable) + len(writable) != 1:
-            self._add_chain(mem, _segments(readable, writable), token)
+            self._add_chain(mem, buffer_elements(readable, writable), token)
             return
         # The common case: one element, one descriptor.
         addr, length = readable[0] if readable else writable[0]
