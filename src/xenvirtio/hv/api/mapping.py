@@ -64,41 +64,31 @@ class MappedMemory:
         self.unmap()
 
 
-class GrantMapping(MappedMemory):
+class _GrantedPages(MappedMemory):
+    """Pages reached through grant references: whose they are, the refs, and the access."""
+
+    def __init__(
+        self,
+        memory: memoryview,
+        unmap: Callable[[], None],
+        *,
+        domid: int,
+        refs: Sequence[int],
+        writable: bool,
+    ) -> None:
+        super().__init__(memory, unmap)
+        self.domid = domid
+        self.refs = tuple(refs)
+        self.writable = writable
+
+
+class GrantMapping(_GrantedPages):
     """Grant references of ``domid`` mapped by ``Gnttab.map_grant_refs``."""
 
-    def __init__(
-        self,
-        memory: memoryview,
-        unmap: Callable[[], None],
-        *,
-        domid: int,
-        refs: Sequence[int],
-        writable: bool,
-    ) -> None:
-        super().__init__(memory, unmap)
-        self.domid = domid
-        self.refs = tuple(refs)
-        self.writable = writable
 
-
-class SharedPages(MappedMemory):
+class SharedPages(_GrantedPages):
     """Pages of this domain granted to ``domid`` by ``Gntshr.share_pages``; ``refs`` are
     the grant references to hand to the peer (e.g. through XenStore)."""
-
-    def __init__(
-        self,
-        memory: memoryview,
-        unmap: Callable[[], None],
-        *,
-        domid: int,
-        refs: Sequence[int],
-        writable: bool,
-    ) -> None:
-        super().__init__(memory, unmap)
-        self.domid = domid
-        self.refs = tuple(refs)
-        self.writable = writable
 
 
 class ForeignMapping(MappedMemory):
