@@ -1,0 +1,1 @@
+"""netback: the backend of Xen's network interface (``io/netif.h``) on a TAP (``vif``)."""
