@@ -1,0 +1,1 @@
+"""blkfront: the guest side of Xen's block interface, an NBD `BlockBackend`."""
