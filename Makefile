@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages the project uses: Xen's XenStore tools and headers, and the real
 # peers that tests and benchmarks drive (fio, iperf3, nbdkit, libnbd tools, iproute2).
 APT_PACKAGES := xenstore-utils libxen-dev fio iperf3 nbdkit libnbd-bin iproute2 \
-                qemu-utils fuse3 iputils-ping python3-venv python3-dev gcc
+                qemu-utils fuse3 iputils-ping python3-venv python3-dev gcc e2fsprogs
 
 .PHONY: setup apt venv test lint typecheck layers unit demo bench clean help
 

@@ -1,4 +1,5 @@
-"""The daemon process: start, signals, files; the quick benchmark; the demo."""
+"""The daemon process: start, signals, files; the quick benchmark (the demo, which
+also drives Xen's tools, is run by tests/toolstack_e2e/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -80,10 +81,3 @@ def test_quick_benchmark_runs() -> None:
     for name in ("read", "write", "directory", "transaction"):
         for clients in ("1", "32"):
             assert float(rates[(name, clients)][2].replace(",", "")) > 100, (name, clients)
-
-
-def test_demo_runs_clean() -> None:
-    out = subprocess.run([XENVIRTIO, "demo"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "Demo complete." in out.stdout
-    assert out.stdout.count("ok: ") >= 9

@@ -20,6 +20,13 @@ COMMANDS: dict[str, str] = {
     "host": "xenvirtio.cli.host:host",
     "check-config": "xenvirtio.cli.check_config:check_config",
     "backend": "xenvirtio.cli.backend:backend",
+    "create": "xenvirtio.cli.create:create",
+    "destroy": "xenvirtio.cli.domains:destroy",
+    "shutdown": "xenvirtio.cli.domains:shutdown",
+    "list": "xenvirtio.cli.domains:list_",
+    "console": "xenvirtio.cli.domains:console",
+    "block-attach": "xenvirtio.cli.block:block_attach",
+    "block-detach": "xenvirtio.cli.block:block_detach",
 }
 
 

@@ -46,7 +46,9 @@ def backend(
 
     XenBus devices need their directories already plugged (the runtime's start_domain
     does that); pci and mmio devices are claimed through an ioreq server. Starting it
-    again with the same spec after a crash picks the XenBus devices up again.
+    again with the same spec after a crash picks the XenBus devices up again. With
+    --spec FILE, SIGHUP reads FILE again and adds or removes XenBus devices (hot-plug);
+    the result goes to backend.status beside FILE.
 
     \b
     Example:
@@ -65,23 +67,29 @@ def backend(
         specs = specs_from_json(_load_specs(spec))
     except (OSError, ValueError, SpecError) as exc:
         raise click.UsageError(f"--spec: {exc}") from None
+    spec_file = Path(spec) if not spec.lstrip().startswith(("[", "{")) else None
     with open_hypervisor("emu", run_dir=run_dir) as hv:
-        why = asyncio.run(_serve(hv, domid, specs, workers, ready_fd))
+        why = asyncio.run(_serve(hv, domid, specs, workers, ready_fd, spec_file))
     click.echo(f"backend for domain {domid}: {why}", err=True)
 
 
 async def _serve(hv: Hypervisor, domid: int, specs: list[DeviceSpec], workers: int,
-                 ready_fd: int | None) -> str:  # fmt: skip
-    from xenvirtio.runtime.backend import run_backend
+                 ready_fd: int | None, spec_file: Path | None) -> str:  # fmt: skip
+    from xenvirtio.runtime.backend import SpecFileReloader, run_backend
 
-    stop = asyncio.Event()
+    stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    reloader = None
+    if spec_file is not None:
+        reloader = SpecFileReloader(spec_file, spec_file.with_name("backend.status"))
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
 
     def ready() -> None:
         if ready_fd is not None:
             os.write(ready_fd, b"ready\n")
             os.close(ready_fd)
 
-    return await run_backend(hv, domid, specs, stop, ready=ready, workers=workers)
+    return await run_backend(hv, domid, specs, stop, ready=ready, workers=workers,
+                             reload=reload, on_reload=reloader)  # fmt: skip

@@ -11,6 +11,10 @@ domain, each device at its `runtime.devices` place). Disks share one
     ...                                    # serves until
     await backend.close()
 
+`reload(specs)` changes what a running backend serves (hot-plug): XenBus devices no
+longer listed go, new ones come; pci and mmio devices stay as they are (a running
+guest's PCI bus and mmio windows are fixed at boot here).
+
 `xenvirtio backend` (cli/backend.py) runs one in a process of its own; the runtime
 starts that process for each domain (`runtime.domain.start_domain`).
 """
@@ -20,14 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from xenvirtio.devices.blk.engine import ThreadPoolEngine
 from xenvirtio.hv.api import Hypervisor, HypervisorError
 from xenvirtio.runtime.devices import mmio_place, pci_slot, xenbus_place
 from xenvirtio.runtime.models import Model, open_model
-from xenvirtio.runtime.specs import DeviceSpec
+from xenvirtio.runtime.specs import DeviceSpec, specs_from_json
 from xenvirtio.transport.ioreq.host import DeviceModelHost, GuestServer
 from xenvirtio.transport.xenbus import BackendRunner
 
@@ -63,16 +70,59 @@ class DomainBackend:
         log.info("domain %d: serving %s", self.domid, ", ".join(self.models))
 
     def _start_xenbus(self) -> None:
-        specs = [s for s in self.specs if s.transport == "xenbus"]
-        if not specs:
-            return
-        self.runner = BackendRunner(self.hv)
-        for spec in specs:
-            _, be = xenbus_place(self.domid, spec)
-            if self.hv.store is None or not self.hv.store.exists(str(be)):
-                raise FileNotFoundError(f"{spec.name}: {be} is not plugged")
-            self.runner.add(str(be), self.models[spec.name].device, grant_usage=spec.uses_grants)
-        self._serving = asyncio.get_running_loop().create_task(self.runner.serve())
+        for spec in self.specs:
+            if spec.transport == "xenbus":
+                self._serve_xenbus(spec)
+
+    def _serve_xenbus(self, spec: DeviceSpec) -> None:
+        if self.runner is None:
+            self.runner = BackendRunner(self.hv)
+            self._serving = asyncio.get_running_loop().create_task(self.runner.serve())
+        _, be = xenbus_place(self.domid, spec)
+        if self.hv.store is None or not self.hv.store.exists(str(be)):
+            raise FileNotFoundError(f"{spec.name}: {be} is not plugged")
+        self.runner.add(str(be), self.models[spec.name].device, grant_usage=spec.uses_grants)
+
+    async def reload(self, specs: list[DeviceSpec]) -> dict[str, str]:
+        """Serve ``specs`` from now on (hot-plug; XenBus devices only). Returns each
+        device that could not be added or removed, with why; the rest carry on."""
+        wanted = {s.name for s in specs}
+        failed: dict[str, str] = {}
+        for spec in [s for s in self.specs if s.name not in wanted]:
+            try:
+                self._unserve(spec)
+            except Exception as exc:
+                failed[spec.name] = str(exc)
+        for spec in [s for s in specs if s.name not in self.models]:
+            try:
+                self._hotplug(spec)
+            except Exception as exc:
+                failed[spec.name] = str(exc)
+        kept = [s for s in self.specs if s.name not in wanted and s.name in self.models]
+        self.specs = [s for s in specs if s.name in self.models] + kept
+        log.info("domain %d: now serving %s", self.domid, ", ".join(self.models) or "nothing")
+        return failed
+
+    def _hotplug(self, spec: DeviceSpec) -> None:
+        if spec.transport != "xenbus":
+            raise ValueError(f"{spec.name}: only xenbus devices can be added at run time")
+        if spec.backend_domid != self.hv.domid:
+            raise ValueError(f"{spec.name}: served by domain {spec.backend_domid}")
+        self.models[spec.name] = open_model(spec, self.engine)
+        try:
+            self._serve_xenbus(spec)
+        except BaseException:
+            self.models.pop(spec.name).close()
+            raise
+
+    def _unserve(self, spec: DeviceSpec) -> None:
+        if spec.transport != "xenbus":
+            raise ValueError(f"{spec.name}: only xenbus devices can be removed at run time")
+        if self.runner is not None:
+            self.runner.remove(str(xenbus_place(self.domid, spec)[1]))
+        model = self.models.pop(spec.name, None)
+        if model is not None:
+            model.close()
 
     def _start_ioreq(self) -> None:
         specs = [s for s in self.specs if s.transport in ("pci", "mmio")]
@@ -126,17 +176,24 @@ async def run_backend(
     ready: Callable[[], None] | None = None,
     workers: int = 4,
     check_interval: float = 0.5,
+    reload: asyncio.Event | None = None,
+    on_reload: Callable[[DomainBackend], Awaitable[None]] | None = None,
 ) -> str:
     """Serve until ``stop`` is set or the domain is gone (as a device model exits with
-    its guest); ``ready`` runs once every device is served. Returns why it stopped."""
+    its guest); ``ready`` runs once every device is served; each time ``reload`` is set,
+    ``on_reload`` runs (it calls `DomainBackend.reload`). Returns why it stopped."""
     backend = DomainBackend(hv, domid, specs, workers=workers)
     await backend.start()
+    wake = asyncio.Event()
     try:
         if ready is not None:
             ready()
         while not stop.is_set():
+            if reload is not None and reload.is_set() and on_reload is not None:
+                reload.clear()
+                await on_reload(backend)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), check_interval)
+                await asyncio.wait_for(_either(stop, reload or wake), check_interval)
             if not _domain_exists(hv, domid):
                 return f"domain {domid} is gone"
         return "stopped"
@@ -144,11 +201,47 @@ async def run_backend(
         await backend.close()
 
 
+async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
+    tasks = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 def _domain_exists(hv: Hypervisor, domid: int) -> bool:
     try:
         hv.domctl.info(domid)
-    except HypervisorError as exc:
-        return exc.errno != errno.ESRCH
+    except HypervisorError as exc:  # ESHUTDOWN: the hypervisor itself went away
+        return exc.errno not in (errno.ESRCH, errno.ESHUTDOWN)
     except OSError:  # the hypervisor itself went away
         return False
     return True
+
+
+class SpecFileReloader:
+    """`run_backend`'s ``on_reload`` for a backend whose specs are in a file: read it
+    again, `DomainBackend.reload`, then write what is served to ``status_file``
+    (``{"generation": n, "serving": [...], "failed": {name: why}}``, replaced atomically)
+    so the toolstack can tell when the change took effect."""
+
+    def __init__(self, spec_file: Path, status_file: Path) -> None:
+        self.spec_file, self.status_file = spec_file, status_file
+        self.generation = 0
+
+    async def __call__(self, backend: DomainBackend) -> None:
+        try:
+            specs = specs_from_json(json.loads(self.spec_file.read_text()))
+        except (OSError, ValueError) as exc:
+            self.write(backend, {"*": f"{self.spec_file}: {exc}"})
+            return
+        self.write(backend, await backend.reload(specs))
+
+    def write(self, backend: DomainBackend, failed: dict[str, str]) -> None:
+        self.generation += 1
+        status = {"generation": self.generation, "serving": list(backend.models),
+                  "failed": failed}  # fmt: skip
+        tmp = self.status_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status))
+        os.replace(tmp, self.status_file)

@@ -10,20 +10,24 @@ there), the guest (which looks for it there) and a restarted backend all agree:
   ``33 + devid`` (libxl's Arm layout).
 
 `plug` writes a XenBus device's two directories as libxl does (``create_device``);
-`unplug` removes them. pci and mmio devices need no XenStore nodes: their device model
-claims the slot or window through its ioreq server when it starts.
+`unplug` removes them. A device plugged into a running guest (``announce=True``) also
+carries its spec in the frontend directory (`layout.HOTPLUG_SPEC_KEY`). pci and mmio
+devices need no XenStore nodes: their device model claims the slot or window through
+its ioreq server when it starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from typing import Final
 
 from xenvirtio.hv.api import Hypervisor
 from xenvirtio.hv.xenbus.client import create_device, remove_device
 from xenvirtio.hv.xenbus.paths import BackendPath, FrontendPath
-from xenvirtio.runtime.specs import DeviceSpec
+from xenvirtio.runtime.layout import HOTPLUG_SPEC_KEY
+from xenvirtio.runtime.specs import DeviceSpec, spec_to_json
 from xenvirtio.spec.pci import pci_bdf
 from xenvirtio.transport.ioreq.guest_bus import (
     GUEST_VIRTIO_MMIO_BASE,
@@ -60,13 +64,16 @@ def xenbus_place(domid: int, spec: DeviceSpec) -> tuple[FrontendPath, BackendPat
     return fe, BackendPath(spec.backend_domid, DEVTYPE, domid, spec.devid)
 
 
-def plug(hv: Hypervisor, domid: int, spec: DeviceSpec) -> None:
-    """Create what the toolstack owns for ``spec`` in guest ``domid`` (EEXIST if there)."""
+def plug(hv: Hypervisor, domid: int, spec: DeviceSpec, *, announce: bool = False) -> None:
+    """Create what the toolstack owns for ``spec`` in guest ``domid`` (EEXIST if there);
+    ``announce``: tell a running guest the spec (hot-plug)."""
     if spec.transport != "xenbus":
         return
     if hv.store is None:
         raise OSError("plugging a XenBus device needs XenStore")
-    create_device(hv.store, spec.backend_domid, domid, DEVTYPE, spec.devid)
+    extra = {HOTPLUG_SPEC_KEY: json.dumps(spec_to_json(spec))} if announce else None
+    create_device(hv.store, spec.backend_domid, domid, DEVTYPE, spec.devid,
+                  frontend_entries=extra)  # fmt: skip
 
 
 def unplug(hv: Hypervisor, domid: int, spec: DeviceSpec) -> None:

@@ -9,8 +9,9 @@
 `start_domain` creates the domain paused, plugs its XenBus devices, starts its backend
 process (`supervisor`), unpauses it and waits until the guest reports every device
 ready. Any failure on the way undoes everything it did: backend process, XenStore
-nodes, the domain, its run-directory files. `inspect` and `stop_domain` work from any
-process, from what the run directory and XenStore hold.
+nodes, the domain, its run-directory files. `inspect`, `stop_domain` and
+`shutdown_domain` (ask the guest to power off first) work from any process, from what
+the run directory and XenStore hold.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from xenvirtio.runtime.specs import (
 from xenvirtio.runtime.supervisor import BackendProcess, find_backend
 
 READY_TIMEOUT = 30.0
+SHUTDOWN_TIMEOUT = 10.0
 
 
 class DomainStartError(RuntimeError):
@@ -196,6 +198,29 @@ def stop_domain(hv: Hypervisor, domid: int, run_dir: Path) -> None:
     """`RunningDomain.stop` for a domain started by another process."""
     domain = DomainDir(run_dir, domid)
     _teardown(hv, domain, _read_specs(domain), find_backend(domain))
+
+
+def shutdown_domain(hv: Hypervisor, domid: int, run_dir: Path,
+                    timeout: float = SHUTDOWN_TIMEOUT) -> bool:  # fmt: skip
+    """``xl shutdown``: write ``control/shutdown`` = ``poweroff``, wait up to ``timeout``
+    for the guest kernel to close its devices and end, then `stop_domain`. True if the
+    guest shut down by itself (False: it did not in time and was destroyed)."""
+    if hv.store is not None:
+        with contextlib.suppress(OSError):
+            hv.store.write(f"/local/domain/{domid}/control/shutdown", "poweroff")
+    deadline = time.monotonic() + timeout
+    clean = False
+    while hv.store is not None and time.monotonic() < deadline:
+        try:
+            state = hv.domctl.info(domid).state
+        except HypervisorError:
+            break
+        if state is DomainState.SHUTDOWN:
+            clean = True
+            break
+        time.sleep(0.05)
+    stop_domain(hv, domid, run_dir)
+    return clean
 
 
 def _read_specs(domain: DomainDir) -> list[DeviceSpec]:

@@ -8,34 +8,49 @@ transport at the device's place (`GuestDevices`), probes it with `VirtioBlkDrive
 serves it as an NBD export on ``<run-dir>/domains/<domid>/<vdev>.nbd``; it reports each
 device's state under ``/local/domain/<domid>/data/xenvirtio/<name>/`` (`layout`).
 One asyncio loop runs every driver and export. A device that fails is reported
-``failed`` with its error; the others carry on.
+``failed`` with its error; the others carry on. Devices come and go at run time over
+XenBus (`GuestKernel`); ``control/shutdown`` = ``poweroff`` ends the kernel: every
+export closed, every driver reset, every frontend Closed, then the domain shuts down.
 
 After a XenBus backend restart the driver sees DEVICE_NEEDS_RESET, resets, probes again
 and replays what was in flight (`VirtioBlkDriver.reconnect`); NBD clients just wait.
-The kernel runs until the domain is destroyed.
+The kernel runs until it is asked to shut down or the domain is destroyed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from xenvirtio.drivers.blk.driver import DEFAULT_RING_FEATURES, VirtioBlkDriver
 from xenvirtio.hv.api.guest import Guest
+from xenvirtio.hv.xenbus.ops import read_optional
 from xenvirtio.nbd.server import NbdServer
-from xenvirtio.runtime.guest_transport import GuestDevices
-from xenvirtio.runtime.layout import DomainDir, endpoint_dir
-from xenvirtio.runtime.specs import DeviceSpec, DiskSpec, specs_from_json, specs_to_json
+from xenvirtio.runtime.devices import xenbus_place
+from xenvirtio.runtime.guest_transport import GuestDevices, OpenedTransport
+from xenvirtio.runtime.layout import HOTPLUG_SPEC_KEY, DomainDir, endpoint_dir
+from xenvirtio.runtime.specs import (
+    DeviceSpec,
+    DiskSpec,
+    spec_from_json,
+    specs_from_json,
+    specs_to_json,
+)
 from xenvirtio.spec import virtio as S
+from xenvirtio.transport.xenbus.keys import DEVTYPE
 from xenvirtio.virtio.features import bit
 from xenvirtio.xenstore.client import XenstoreClient
+from xenvirtio.xenstore.client_protocol import XenstoreError
 
 log = logging.getLogger(__name__)
 KERNEL = "xenvirtio.runtime.guest:kernel"
+MAX_HOTPLUG: Final = 256  # devids looked at per scan (xenbus devids are 0..255)
 
 
 def boot_line(run_dir: Path, specs: list[DeviceSpec]) -> str:
@@ -51,8 +66,25 @@ def kernel(guest: Guest, cmdline: str) -> int:
     return 0
 
 
+@dataclass
+class _Running:
+    """A device the kernel brought up, and what to close when it goes."""
+
+    spec: DiskSpec
+    opened: OpenedTransport
+    driver: VirtioBlkDriver
+    server: NbdServer | None = None
+
+
 class GuestKernel:
-    """The devices of one guest, on the running loop."""
+    """The devices of one guest, on the running loop.
+
+    After boot it polls (every ``interval`` s) what the toolstack tells it in XenStore:
+    ``control/shutdown`` = ``poweroff`` (or ``halt``) ends the kernel cleanly; a new
+    ``device/virtio/<devid>`` carrying `HOTPLUG_SPEC_KEY` is brought up (hot-plug); a
+    XenBus device whose backend went ``online`` = 0 is closed in order and its report
+    removed (hot-unplug, as a Linux frontend leaves when libxl detaches it).
+    """
 
     def __init__(self, guest: Guest, domain_dir: DomainDir, specs: list[DeviceSpec]) -> None:
         store = guest.hypervisor.store
@@ -60,32 +92,102 @@ class GuestKernel:
             raise RuntimeError("the guest has no XenStore")
         self.guest, self.store, self.dir, self.specs = guest, store, domain_dir, specs
         self.devices = GuestDevices(guest)
-        self.drivers: dict[str, VirtioBlkDriver] = {}
-        self.servers: list[NbdServer] = []
+        self.running: dict[str, _Running] = {}
+        self.tried: dict[int, bytes] = {}  # hot-plug announcements acted on, by devid
+        self.home = f"/local/domain/{guest.domid}"
 
-    async def run(self) -> None:
+    async def run(self, interval: float = 0.2) -> None:
         self.devices.attach(asyncio.get_running_loop())
         try:
             for spec in self.specs:
                 await self._bring_up(spec)
-            await self._report_reconnects()  # until the domain is destroyed
+            await self._serve(interval)
         finally:
-            for server in self.servers:
-                await server.close()
-            for driver in self.drivers.values():
-                driver.close()
+            for name in list(self.running):
+                await self._close(name)
             self.devices.close()
 
-    async def _report_reconnects(self, interval: float = 0.25) -> None:
-        """Publish each disk's reconnect count when it changes (a backend restarted)."""
-        seen = {name: 0 for name in self.drivers}
+    async def _serve(self, interval: float) -> None:
+        """Until the toolstack asks for a shutdown (or the domain is destroyed). Without
+        XenStore (its daemon died) the devices keep running; only the toolstack's
+        requests cannot arrive."""
+        reported = {name: 0 for name in self.running}
         while True:
             await asyncio.sleep(interval)
-            for name, driver in self.drivers.items():
-                if driver.reconnects != seen[name]:
-                    seen[name] = driver.reconnects
-                    base = endpoint_dir(self.guest.domid, name)
-                    _publish(self.store, base, {"reconnects": driver.reconnects})
+            try:
+                if self._shutdown_requested():
+                    break
+                await self._hotplug()
+                self._report(reported)
+            except OSError as exc:  # XenStore went away: keep serving the exports
+                log.debug("domain %d: XenStore: %s", self.guest.domid, exc)
+        log.info("domain %d: shutdown requested", self.guest.domid)
+
+    def _report(self, reported: dict[str, int]) -> None:
+        """Publish each disk's reconnect count when it changes (a backend restarted)."""
+        for name, device in self.running.items():
+            count = device.driver.reconnects
+            if count != reported.get(name, 0):
+                reported[name] = count
+                _publish(self.store, endpoint_dir(self.guest.domid, name), {"reconnects": count})
+
+    def _shutdown_requested(self) -> bool:
+        raw = read_optional(self.store, f"{self.home}/control/shutdown")
+        return raw in (b"poweroff", b"halt")
+
+    async def _hotplug(self) -> None:
+        try:
+            devids = self.store.directory(f"{self.home}/device/{DEVTYPE}")
+        except XenstoreError:
+            devids = []
+        listed = {int(d) for d in devids[:MAX_HOTPLUG] if d.isdigit() and len(d) <= 3}
+        for name, device in list(self.running.items()):
+            spec = device.spec
+            if spec.transport == "xenbus" and (spec.devid not in listed or self._offline(spec)):
+                await self._close(name)
+                self.tried.pop(spec.devid, None)
+                with contextlib.suppress(XenstoreError):
+                    self.store.rm(endpoint_dir(self.guest.domid, name))
+        self.tried = {d: raw for d, raw in self.tried.items() if d in listed}
+        busy = {d.spec.devid for d in self.running.values() if d.spec.transport == "xenbus"}
+        for devid in sorted(listed - busy):
+            new = self._announced(devid)
+            if new is not None:
+                await self._bring_up(new)
+
+    def _offline(self, spec: DeviceSpec) -> bool:
+        _, be = xenbus_place(self.guest.domid, spec)
+        return read_optional(self.store, f"{be}/online") == b"0"
+
+    def _announced(self, devid: int) -> DeviceSpec | None:
+        """The spec the toolstack wrote for a hot-plugged device not tried yet, if sound
+        and its backend is online (not one still being unplugged)."""
+        path = f"{self.home}/device/{DEVTYPE}/{devid}/{HOTPLUG_SPEC_KEY}"
+        raw = read_optional(self.store, path)
+        if raw is None or self.tried.get(devid) == raw:
+            return None
+        try:
+            spec = spec_from_json(json.loads(raw))
+        except (ValueError, UnicodeDecodeError) as exc:
+            log.warning("device %d: bad %s: %s", devid, HOTPLUG_SPEC_KEY, exc)
+            self.tried[devid] = raw
+            return None
+        if spec.transport != "xenbus" or spec.devid != devid or spec.name in self.running:
+            return None
+        _, be = xenbus_place(self.guest.domid, spec)
+        if read_optional(self.store, f"{be}/online") != b"1":
+            return None
+        self.tried[devid] = raw
+        return spec
+
+    async def _close(self, name: str) -> None:
+        device = self.running.pop(name)
+        if device.server is not None:
+            await device.server.close()
+        with contextlib.suppress(Exception):
+            device.driver.close()
+        with contextlib.suppress(Exception):
+            device.opened.close()
 
     async def _bring_up(self, spec: DeviceSpec) -> None:
         base = endpoint_dir(self.guest.domid, spec.name)
@@ -103,16 +205,17 @@ class GuestKernel:
     async def _disk(self, spec: DiskSpec) -> str:
         opened = self.devices.open(spec)
         if opened.transport.device_id != S.VirtioDeviceId.BLOCK:
+            opened.close()
             raise ValueError(f"device id {opened.transport.device_id} is not a disk")
         ring = DEFAULT_RING_FEATURES
         if spec.ring == "split":
             ring &= ~bit(S.VIRTIO_F_RING_PACKED)
         driver = VirtioBlkDriver(opened.transport, ring_features=ring, queue_size=64)
         opened.set_handler(driver.interrupt)
-        self.drivers[spec.name] = driver
-        server = NbdServer(driver, export_name=spec.vdev, description=f"{spec.transport} disk")
-        self.servers.append(server)
-        await server.start_unix(self.dir.nbd_socket(spec.name))
+        device = self.running[spec.name] = _Running(spec, opened, driver)
+        device.server = NbdServer(driver, export_name=spec.vdev,
+                                  description=f"{spec.transport} disk")  # fmt: skip
+        await device.server.start_unix(self.dir.nbd_socket(spec.name))
         return "packed" if driver.features & bit(S.VIRTIO_F_RING_PACKED) else "split"
 
 

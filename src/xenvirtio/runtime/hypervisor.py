@@ -26,11 +26,16 @@ def default_run_dir() -> Path:
 
 
 def open_hypervisor(
-    kind: HypervisorKind = "emu", *, run_dir: str | os.PathLike[str] | None = None
+    kind: HypervisorKind = "emu",
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    xenstore: bool = True,
 ) -> Hypervisor:
-    """dom0's hypervisor bundle for ``kind``; emu finds its host in ``run_dir``."""
+    """dom0's hypervisor bundle for ``kind``; emu finds its host in ``run_dir``.
+    ``xenstore=False``: no XenStore client (``store`` is None), e.g. when it is down."""
     if kind == "emu":
         from xenvirtio.hv.emu import open_emu
 
-        return open_emu(Path(run_dir) if run_dir is not None else default_run_dir())
+        where = Path(run_dir) if run_dir is not None else default_run_dir()
+        return open_emu(where, xenstore=xenstore)
     raise NotImplementedError(f"hypervisor {kind!r} is not available yet")

@@ -4,12 +4,15 @@ keys its guest publishes in XenStore.
     <run-dir>/domains/<domid>/devices.json     the device specs (written by the runtime)
     <run-dir>/domains/<domid>/backend.pid      the backend process serving them
     <run-dir>/domains/<domid>/backend.log      its log
+    <run-dir>/domains/<domid>/backend.status   what it serves after each reload (JSON)
     <run-dir>/domains/<domid>/<name>.nbd       a disk's NBD export (served by the guest)
 
     /local/domain/<domid>/data/xenvirtio/<name>/state     starting | ready | failed
     /local/domain/<domid>/data/xenvirtio/<name>/ring      split | packed (negotiated)
     /local/domain/<domid>/data/xenvirtio/<name>/error     why it failed
     /local/domain/<domid>/data/xenvirtio/<name>/reconnects  resets after backend restarts
+
+    /local/domain/<domid>/device/virtio/<devid>/xenvirtio-spec  a hot-plugged device's spec
 
 The guest owns ``data/`` of its XenStore directory, so what it writes there is untrusted:
 readers accept only the values above (`parse_state`, `parse_ring`) and take paths from
@@ -26,6 +29,9 @@ EndpointState = Literal["starting", "ready", "failed"]
 ENDPOINT_STATES: Final = ("starting", "ready", "failed")
 RING_NAMES: Final = ("split", "packed")
 MAX_ERROR: Final = 1024
+# Written by the toolstack in a hot-plugged XenBus device's frontend directory: what a
+# device tree tells a guest at boot, told at run time (the guest learns kind and name).
+HOTPLUG_SPEC_KEY: Final = "xenvirtio-spec"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,10 @@ class DomainDir:
     @property
     def backend_log(self) -> Path:
         return self.path / "backend.log"
+
+    @property
+    def backend_status(self) -> Path:
+        return self.path / "backend.status"
 
     def nbd_socket(self, name: str) -> Path:
         return self.path / f"{name}.nbd"
