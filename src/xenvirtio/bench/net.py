@@ -3,6 +3,10 @@
     iperf3 / TCP_RR in guest 1's netns -> guest TAP -> VirtioNetDriver -> virtio-pci
     (in-process bus) -> VirtioNetDevice -> TAP -> bridge -> ... -> guest 2's netns
 
+Both guests' drivers and device models run on one thread (`NetStack`), or each guest
+with its device model in a process of its own (``processes=True``, `ProcessNetStack`).
+Receive buffers are 64 KiB (one per GSO frame) with MRG_RXBUF.
+
 The baseline is the kernel alone: a veth pair between two namespaces, measured in the
 same run with the same programs. Figures: iperf3 TCP Gbit/s with 1 and 4 streams, and
 TCP_RR transactions/s (1-byte request and response over one connection).
@@ -18,11 +22,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from xenvirtio.netif.netlink import Netlink, create_netns, remove_netns
-from xenvirtio.testing.net_stack import NetStack, TransportKind
+from xenvirtio.spec import virtio_net as N
+from xenvirtio.testing.net_stack import GuestOptions, NetStack, ProcessNetStack, TransportKind
 from xenvirtio.testing.net_tools import iperf3
 from xenvirtio.testing.net_topology import ns_command
 
 RR_PORT = 5301
+RX_BUF_SIZE = (N.MIN_RX_BUFFER_GSO + 63) & ~63  # a whole GSO frame in one buffer
 
 
 @dataclass(frozen=True)
@@ -107,14 +113,22 @@ def run(
     *,
     transport: TransportKind = "pci",
     seconds: float | None = None,
+    processes: bool = False,
 ) -> list[Row]:
     """Measure and print; returns the rows."""
     seconds = seconds or (1.0 if quick else 5.0)
-    emit(f"virtio-net, two guests on a bridge; transport {transport} (in-process bus);")
-    emit(f"packed rings, MRG_RXBUF, TSO/checksum offload; {seconds:g} s per test")
-    with NetStack(guests=2, transport=transport, packed=True) as stack:
-        g1, g2 = stack.guests
-        virtio = measure(Endpoints(g1.netns, g2.netns, g2.address), seconds)
+    where = "a process per guest" if processes else "one thread"
+    emit(f"virtio-net, two guests on a bridge; transport {transport} (in-process bus, {where});")
+    emit(f"packed rings, MRG_RXBUF 64 KiB, TSO/checksum offload; {seconds:g} s per test")
+    options = GuestOptions(transport=transport, packed=True, rx_buf_size=RX_BUF_SIZE)
+    if processes:
+        with ProcessNetStack(guests=2, options=options) as separate:
+            p1, p2 = separate.guests
+            virtio = measure(Endpoints(p1.netns, p2.netns, p2.address), seconds)
+    else:
+        with NetStack(guests=2, transport=transport, packed=True, rx_buf_size=RX_BUF_SIZE) as one:
+            g1, g2 = one.guests
+            virtio = measure(Endpoints(g1.netns, g2.netns, g2.address), seconds)
     with veth_pair() as ends:
         veth = measure(ends, seconds)
     rows = [Row(test, virtio[test], veth[test]) for test in virtio]

@@ -42,8 +42,10 @@ class RxBufferError(VirtqueueError):
 class _Buffer:
     __slots__ = ("cap", "chain", "views")
 
-    def __init__(self, chain: DescriptorChain, views: list[memoryview]) -> None:
-        self.chain, self.views, self.cap = chain, views, chain.writable_len
+    def __init__(self, chain: DescriptorChain, mem: GuestMemory) -> None:
+        # Zero-copy views of the writable segments, checked when the chain was popped.
+        self.chain, self.cap = chain, chain.writable_len
+        self.views = [v for addr, n in chain.writable if n for v in mem.views(addr, n)]
 
 
 def _skip(views: list[memoryview], n: int) -> list[memoryview]:
@@ -84,7 +86,9 @@ class RxPath:
         self._stats, self._filter, self._fail = stats, rx_filter, fail
         self._stash: deque[_Buffer] = deque()
         self._stashed = 0  # bytes of writable room in the stash
+        self._stashed_views = 0
         self._prefix = bytearray(PREFIX)
+        self._prefix_view = memoryview(self._prefix)
         self._scratch = memoryview(bytearray(_SCRATCH))
         self._ctx: ActivationContext | None = None
         self._queue: DeviceQueue | None = None
@@ -112,7 +116,7 @@ class RxPath:
         """Forget the queue and the stash (reset, RING_RESET)."""
         self._unwatch()
         self._stash.clear()
-        self._stashed = 0
+        self._stashed = self._stashed_views = 0
         self._ctx = self._queue = None
 
     def set_active(self, active: bool) -> None:
@@ -171,7 +175,9 @@ class RxPath:
     def _fill(self, mem: GuestMemory, queue: DeviceQueue) -> bool:
         """Stash buffers until the largest frame fits (one buffer without MRG_RXBUF).
         False when the driver has not given enough: notifications are then enabled."""
-        while not self._ready():
+        if self._ready():
+            return True
+        while True:
             chain = queue.pop(mem)
             if chain is None:
                 if queue.enable_notification(mem):  # buffers arrived meanwhile (2.7.10)
@@ -179,21 +185,25 @@ class RxPath:
                 return False
             if chain.writable_len < N.VIRTIO_NET_HDR_SIZE:
                 raise RxBufferError(f"receive buffer of {chain.writable_len} bytes")
-            self._stash.append(_Buffer(chain, chain.writer(mem).views()))
-            self._stashed += chain.writable_len
-        queue.disable_notification(mem)
-        return True
+            buf = _Buffer(chain, mem)
+            self._stash.append(buf)
+            self._stashed += buf.cap
+            self._stashed_views += len(buf.views)
+            if self._ready():
+                queue.disable_notification(mem)
+                return True
 
     def _ready(self) -> bool:
         if not self._mrg:
             return bool(self._stash)
-        if self._stashed >= self._room:
-            return True
-        return sum(len(b.views) for b in self._stash) >= IOV_LIMIT
+        return self._stashed >= self._room or self._stashed_views >= IOV_LIMIT
 
     def _landing(self) -> tuple[list[memoryview], int]:
         """The iovec for the next frame and the guest room it offers."""
-        buffers = list(self._stash) if self._mrg else [self._stash[0]]
+        first = self._stash[0]
+        if not self._mrg or first.cap >= self._room:  # one buffer takes any frame
+            return [self._prefix_view, *_skip(first.views, PREFIX), self._scratch], first.cap
+        buffers = list(self._stash)
         views: list[memoryview] = []
         room = 0
         for buf in buffers:
@@ -201,7 +211,7 @@ class RxPath:
                 break
             views.extend(buf.views)
             room += buf.cap
-        iov = [memoryview(self._prefix), *_skip(views, PREFIX), self._scratch]
+        iov = [self._prefix_view, *_skip(views, PREFIX), self._scratch]
         return iov, room
 
     def _receive(self, used: list[tuple[DescriptorChain, int]]) -> bool:
@@ -225,12 +235,14 @@ class RxPath:
         if hdr is None:
             self._stats.rx_dropped["offload not negotiated"] += 1
             return True
-        first = [v for buf in list(self._stash)[:count] for v in buf.views]
-        _scatter(hdr + bytes(self._prefix[N.VIRTIO_NET_HDR_SIZE :]), first)
+        first: list[memoryview] = []
         for length in lengths:
             buf = self._stash.popleft()
             self._stashed -= buf.cap
+            self._stashed_views -= len(buf.views)
+            first.extend(buf.views)
             used.append((buf.chain, length))
+        _scatter(hdr + bytes(self._prefix[N.VIRTIO_NET_HDR_SIZE :]), first)
         self._stats.rx_frames += 1
         self._stats.rx_bytes += n - N.VIRTIO_NET_HDR_SIZE
         return True

@@ -94,13 +94,12 @@ class TxPath:
         elif not self.link_up:
             drop = TxDrop.LINK_DOWN
         else:
-            reader = chain.reader(mem)
-            hdr = VirtioNetHdr.unpack(reader.read(N.VIRTIO_NET_HDR_SIZE))  # the one copy
+            raw, frame = _split(mem, chain)
+            hdr = VirtioNetHdr.unpack(raw)
             drop = check_tx(hdr, frame_len, self._limits)
         if drop is not None:
             self._stats.tx_dropped[drop.name] += 1
             return
-        frame: list[Buffer] = list(reader.views())
         if len(frame) >= IOV_LIMIT:
             frame = [b"".join(frame)]  # a chain of tiny pieces: bounded by the size check
         try:
@@ -110,3 +109,20 @@ class TxPath:
             return
         self._stats.tx_frames += 1
         self._stats.tx_bytes += frame_len
+
+
+def _split(mem: GuestMemory, chain: DescriptorChain) -> tuple[bytes, list[Buffer]]:
+    """A copy of the header (the one copy checks use) and zero-copy views of the frame.
+    The chain's segments were checked against guest memory when it was popped."""
+    addr, length = chain.readable[0]
+    if length < N.VIRTIO_NET_HDR_SIZE:  # a header split over descriptors
+        reader = chain.reader(mem)
+        return reader.read(N.VIRTIO_NET_HDR_SIZE), list(reader.views())
+    raw = mem.read(addr, N.VIRTIO_NET_HDR_SIZE)
+    frame: list[Buffer] = []
+    if length > N.VIRTIO_NET_HDR_SIZE:
+        frame.extend(mem.views(addr + N.VIRTIO_NET_HDR_SIZE, length - N.VIRTIO_NET_HDR_SIZE))
+    for addr, length in chain.readable[1:]:
+        if length:
+            frame.extend(mem.views(addr, length))
+    return raw, frame

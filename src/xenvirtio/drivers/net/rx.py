@@ -22,18 +22,28 @@ from xenvirtio.virtio.queue import DriverQueue, QueueFullError
 _BATCH = 256
 
 
+def _allowed_gso(features: int) -> frozenset[int]:
+    """The gso_type values (ECN bit aside) the driver may receive (5.1.6.4.2)."""
+    allowed = {N.VIRTIO_NET_HDR_GSO_NONE}
+    for gso, feature in (
+        (N.VIRTIO_NET_HDR_GSO_TCPV4, N.VIRTIO_NET_F_GUEST_TSO4),
+        (N.VIRTIO_NET_HDR_GSO_TCPV6, N.VIRTIO_NET_F_GUEST_TSO6),
+        (N.VIRTIO_NET_HDR_GSO_UDP, N.VIRTIO_NET_F_GUEST_UFO),
+    ):
+        if features >> feature & 1:
+            allowed.add(gso)
+    return frozenset(allowed)
+
+
 def rx_header_ok(raw: bytes, features: int) -> bool:
     """Whether a received header uses only negotiated offloads (5.1.6.4.2)."""
-    flags, gso = raw[0], raw[1] & ~N.VIRTIO_NET_HDR_GSO_ECN
+    return _header_ok(raw[0], raw[1], features, _allowed_gso(features))
+
+
+def _header_ok(flags: int, gso_type: int, features: int, allowed: frozenset[int]) -> bool:
     if flags & N.VIRTIO_NET_HDR_F_NEEDS_CSUM and not features >> N.VIRTIO_NET_F_GUEST_CSUM & 1:
         return False
-    allowed = {
-        N.VIRTIO_NET_HDR_GSO_NONE: True,
-        N.VIRTIO_NET_HDR_GSO_TCPV4: bool(features >> N.VIRTIO_NET_F_GUEST_TSO4 & 1),
-        N.VIRTIO_NET_HDR_GSO_TCPV6: bool(features >> N.VIRTIO_NET_F_GUEST_TSO6 & 1),
-        N.VIRTIO_NET_HDR_GSO_UDP: bool(features >> N.VIRTIO_NET_F_GUEST_UFO & 1),
-    }
-    return allowed.get(gso, False)
+    return gso_type & ~N.VIRTIO_NET_HDR_GSO_ECN in allowed
 
 
 class RxRing:
@@ -50,6 +60,7 @@ class RxRing:
     ) -> None:
         self.queue, self._mem, self._fd = queue, mem, fd
         self._features = features
+        self._allowed = _allowed_gso(features)
         self._mrg = bool(features >> N.VIRTIO_NET_F_MRG_RXBUF & 1)
         count = block.size // buf_size
         self._bufs = [
@@ -83,11 +94,13 @@ class RxRing:
     def collect(self) -> int:
         """Deliver every frame the device completed; returns used buffers seen."""
         seen = 0
-        while items := self.queue.get_used_batch(self._mem, _BATCH):
+        while True:
+            items = self.queue.get_used_batch(self._mem, _BATCH)
             seen += len(items)
             for index, written in items:
                 self._take(index, written)
-        return seen
+            if len(items) < _BATCH:
+                return seen
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -112,7 +125,7 @@ class RxRing:
     def _deliver(self) -> None:
         pending, self._pending = self._pending, []
         first = self._bufs[pending[0][0]][1]
-        if not rx_header_ok(bytes(first[:2]), self._features):
+        if not _header_ok(first[0], first[1], self._features, self._allowed):
             self._drop("offload not negotiated")
         else:
             views = [self._bufs[i][1][:n] for i, n in pending if n]

@@ -22,6 +22,7 @@ from xenvirtio.transport.dma import DmaBuffer
 from xenvirtio.virtio.queue import DriverQueue, QueueFullError
 
 TX_ROUND = 64  # frames read from the TAP per round
+_REAP_BATCH = 256
 _ALLOWED_FLAGS = N.VIRTIO_NET_HDR_F_NEEDS_CSUM
 
 
@@ -47,9 +48,12 @@ class TxRing:
 
     def reap(self) -> int:
         done = 0
-        while items := self.queue.get_used_batch(self._mem, 256):
+        while len(self._free) < len(self._bufs):  # buffers in flight
+            items = self.queue.get_used_batch(self._mem, _REAP_BATCH)
             self._free.extend(index for index, _ in items if isinstance(index, int))
             done += len(items)
+            if len(items) < _REAP_BATCH:
+                break
         return done
 
     def pump(self) -> tuple[int, bool]:
