@@ -47,11 +47,16 @@ producer index can only cost itself notifications.
 Memory ordering: on x86 (total store order) the ``wmb`` before publishing a producer index
 is free; CPython offers no ``mb``, and the interpreter's own work between the store of the
 producer index and the load of the event index stands in for it, as in the virtqueue code.
+A shared index is written with one aligned 32-bit store (`store_index`), as C writes a
+``RING_IDX``: ``struct.pack_into`` zero-fills its target before it writes, so the peer,
+another process, could read a producer index of 0 (a ring that looks overflowed) or an
+event index of 0 (a notification wrongly skipped).
 """
 
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -163,8 +168,20 @@ def ring_size(req: Codec[Any], rsp: Codec[Any], order: int = 0) -> int:
 def shared_ring_init(buf: memoryview) -> None:
     """``SHARED_RING_INIT``: producers 0, event indices 1, padding zeroed. Front end only."""
     buf[:SRING_HEADER_SIZE] = bytes(SRING_HEADER_SIZE)
-    _IDX.pack_into(buf, REQ_EVENT_OFF, 1)
-    _IDX.pack_into(buf, RSP_EVENT_OFF, 1)
+    store_index(buf, REQ_EVENT_OFF, 1)
+    store_index(buf, RSP_EVENT_OFF, 1)
+
+
+def store_index(buf: memoryview, off: int, value: int) -> None:
+    """Write the little-endian ``RING_IDX`` at ``off`` of ``buf`` with one 32-bit store.
+
+    The peer reads the field at any moment from another process; at every instant it
+    must hold the old value or the new one. ``struct.pack_into`` clears the field before
+    it writes, so it is never used on a shared index. ``off`` is 4-byte aligned."""
+    value &= RING_IDX_MASK
+    if sys.byteorder != "little":
+        value = int.from_bytes(value.to_bytes(4, "little"), sys.byteorder)
+    buf[off : off + 4].cast("I")[0] = value
 
 
 def _check_notify(new: int, old: int, event: int) -> bool:
@@ -190,7 +207,7 @@ class _Ring(Generic[Req, Rsp]):
         return int(_IDX.unpack_from(self.buf, off)[0])
 
     def _store(self, off: int, value: int) -> None:
-        _IDX.pack_into(self.buf, off, value & RING_IDX_MASK)
+        store_index(self.buf, off, value)
 
     def _copy_entry(self, idx: int, size: int) -> bytes:
         off = self.layout.entry_offset(idx)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import sys
 
 from xenvirtio.spec.xs_wire import (
     XENSTORE_CONNECTED,
@@ -46,6 +47,17 @@ from xenvirtio.spec.xs_wire import (
 )
 
 _U32 = struct.Struct("<I")
+
+
+def _store_u32(view: memoryview, off: int, value: int) -> None:
+    """Write the little-endian u32 at ``off`` with one aligned store: the peer reads the
+    index from another process at any instant, and ``struct.pack_into`` clears the field
+    before it writes (a consumer index of 0 would look like a full ring)."""
+    if sys.byteorder != "little":
+        value = int.from_bytes(value.to_bytes(4, "little"), sys.byteorder)
+    view[off : off + 4].cast("I")[0] = value
+
+
 _IDX_MOD = 1 << 32
 
 SERVER_FEATURES = XENSTORE_SERVER_FEATURE_RECONNECTION | XENSTORE_SERVER_FEATURE_ERROR
@@ -113,7 +125,7 @@ class _Direction:
         if first < n:
             data += bytes(self._iface[base : base + n - first])
         self.pvt = (self.pvt + n) % _IDX_MOD
-        _U32.pack_into(self._iface, self._cons_off, self.pvt)
+        _store_u32(self._iface, self._cons_off, self.pvt)
         return data
 
     def space(self) -> int:
@@ -132,7 +144,7 @@ class _Direction:
         if first < n:
             self._iface[base : base + n - first] = data[first:n]
         self.pvt = (self.pvt + n) % _IDX_MOD
-        _U32.pack_into(self._iface, self._prod_off, self.pvt)
+        _store_u32(self._iface, self._prod_off, self.pvt)
         return n
 
 
@@ -187,7 +199,7 @@ class XenstoreRing:
         return value
 
     def _set_field(self, off: int, value: int) -> None:
-        _U32.pack_into(self.interface, off, value)
+        _store_u32(self.interface, off, value)
 
     @property
     def server_features(self) -> int:

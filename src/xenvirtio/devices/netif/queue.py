@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,12 +36,11 @@ from xenvirtio.pvring.netif.codecs import (
 from xenvirtio.pvring.netif.rx import RxMeta, rx_layout, rx_slots
 from xenvirtio.pvring.netif.tx import TxAssembler, TxLimits, TxPacket
 from xenvirtio.pvring.netif.vnet import rx_meta, tx_vnet_header
-from xenvirtio.pvring.ring import REQ_EVENT_OFF, RING_IDX_MASK, BackRing
+from xenvirtio.pvring.ring import REQ_EVENT_OFF, RING_IDX_MASK, BackRing, store_index
 from xenvirtio.spec import netif as N
 from xenvirtio.spec.virtio_net import VIRTIO_NET_HDR_SIZE
 
 log = logging.getLogger("xenvirtio.netif.back")
-_IDX = struct.Struct("<I")
 
 TX_BATCH = 64  # slots per round
 RX_BATCH = 32  # frames per round
@@ -185,7 +183,7 @@ class NetifQueue:
         """Ask to be kicked by the next buffer posted (``req_event = req_prod + 1``, as
         Linux's ``xenvif_rx_ring_slots_available``); True if ``need`` are there now."""
         prod = self.rx.sring_indices[0]
-        _IDX.pack_into(self.rx.buf, REQ_EVENT_OFF, (prod + 1) & RING_IDX_MASK)
+        store_index(self.rx.buf, REQ_EVENT_OFF, (prod + 1) & RING_IDX_MASK)
         return self.rx.unconsumed_requests() >= need
 
     def _read_frame(self) -> tuple[bytes, RxMeta] | None:
