@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -67,3 +68,20 @@ class BlockBackend(Protocol):
     async def write_zeroes(self, offset: int, length: int, may_trim: bool) -> None:
         """The range reads back as zeroes; ``may_trim`` allows deallocating it to do so."""
         ...
+
+
+ReadDone = Callable[[memoryview | BlockIOError, Callable[[], None]], None]
+"""``done(data, release)``: the bytes read (valid until ``release()``), or the error
+(then ``release`` does nothing). Called once, on the event loop's thread."""
+WriteDone = Callable[[BlockIOError | None], None]
+
+
+class DirectBackend(BlockBackend, Protocol):
+    """A backend that also takes requests without a coroutine each: the server's fast
+    path (no task, no future, no copy of read data). Both methods return at once and call
+    ``done`` later on the loop's thread; ``submit_write`` has copied ``data`` (or no
+    longer needs it) when it returns."""
+
+    def submit_read(self, offset: int, length: int, done: ReadDone) -> None: ...
+
+    def submit_write(self, offset: int, data: bytes, fua: bool, done: WriteDone) -> None: ...

@@ -102,6 +102,16 @@ _ALLOWED_FLAGS: Final[dict[int, NbdCmdFlag]] = {
 }
 _WRITES: Final = frozenset({NbdCmd.NBD_CMD_WRITE, NbdCmd.NBD_CMD_TRIM, NbdCmd.NBD_CMD_WRITE_ZEROES})
 
+# Enum lookups by value, without EnumType.__call__ on every request.
+_COMMANDS: Final[dict[int, NbdCmd]] = {int(cmd): cmd for cmd in NbdCmd}
+_FLAG_VALUES: Final[dict[int, NbdCmdFlag]] = {v: NbdCmdFlag(v) for v in range(4)}
+
+
+def _flags(value: int) -> NbdCmdFlag:
+    flags = _FLAG_VALUES.get(value)
+    return NbdCmdFlag(value) if flags is None else flags
+
+
 _ERRNO_TO_NBD: Final[dict[int, NbdError]] = {
     errno.EPERM: NbdError.NBD_EPERM,
     errno.EROFS: NbdError.NBD_EPERM,
@@ -143,7 +153,7 @@ class NbdServerProtocol:
 
     # --- bytes in, bytes out ---
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes read from the client; ``b""`` means the client closed its end."""
         if self.state is NbdState.CLOSED:
             return  # a client MUST NOT send after NBD_CMD_DISC: drop it
@@ -156,6 +166,8 @@ class NbdServerProtocol:
 
     def data_to_send(self) -> bytes:
         """Bytes the state machine produced on its own (greeting, option replies)."""
+        if not self._out:
+            return b""
         out, self._out = bytes(self._out), bytearray()
         return out
 
@@ -166,11 +178,17 @@ class NbdServerProtocol:
 
     def send(self, reply: Reply) -> bytes:
         """Encode the simple reply to a request in flight (replies may come in any order)."""
-        pending = self._in_flight.get(reply.handle)
-        if not pending:
-            raise LocalProtocolError(f"no request in flight with handle {reply.handle:#x}")
         size = memoryview(reply.data).nbytes
-        if reply.error is not None:
+        header = self.reply_header(reply.handle, reply.error, size)
+        return b"".join((header, reply.data)) if size else header
+
+    def reply_header(self, handle: int, error: NbdError | None, size: int) -> bytes:
+        """Like :meth:`send`, but only the 16-byte header of a reply that carries ``size``
+        bytes of data: the caller sends the data after it (no copy of a large read)."""
+        pending = self._in_flight.get(handle)
+        if not pending:
+            raise LocalProtocolError(f"no request in flight with handle {handle:#x}")
+        if error is not None:
             if size:
                 raise LocalProtocolError("an error reply carries no data")
             pending.pop(0)
@@ -179,10 +197,9 @@ class NbdServerProtocol:
         else:
             raise LocalProtocolError(f"reply of {size} bytes matches no request in flight")
         if not pending:
-            del self._in_flight[reply.handle]
+            del self._in_flight[handle]
         self._in_flight_count -= 1
-        header = SIMPLE_REPLY.pack(NBD_SIMPLE_REPLY_MAGIC, reply.error or 0, reply.handle)
-        return b"".join((header, reply.data)) if size else header
+        return SIMPLE_REPLY.pack(NBD_SIMPLE_REPLY_MAGIC, error or 0, handle)
 
     # --- events ---
 
@@ -338,10 +355,10 @@ class NbdServerProtocol:
         if not self._available(REQUEST.size + payload):
             return NEED_DATA
         del self._buf[: REQUEST.size]
-        data = self._take(payload)
+        data = self._take(payload) if payload else b""
         self._track(handle, length if command == NbdCmd.NBD_CMD_READ else 0)
         self._transition(_Input.REQUEST)
-        return Request(NbdCmd(command), handle, offset, length, NbdCmdFlag(flags), data)
+        return Request(_COMMANDS[command], handle, offset, length, _flags(flags), data)
 
     def _discard(self) -> RequestRejected | NeedData:
         """Drop the payload of a rejected write without buffering it, then report it."""

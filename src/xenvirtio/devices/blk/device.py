@@ -23,9 +23,9 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from xenvirtio.devices.blk.backing import BlockFile
 from xenvirtio.devices.blk.config import BlkConfig
@@ -45,8 +45,7 @@ POP_BATCH = 64
 DRAIN_TIMEOUT = 60.0  # seconds a reset waits for in-flight I/O
 
 
-@dataclass(frozen=True, slots=True)
-class _Completion:
+class _Completion(NamedTuple):
     queue: int
     chain: DescriptorChain
     status_addr: int
@@ -173,6 +172,12 @@ class VirtioBlkDevice:
         if parsed.type == B.VirtioBlkType.VIRTIO_BLK_T_GET_ID:
             status = self._get_id(ctx.mem, parsed)
             self._done.append(_Completion(index, chain, parsed.status_addr, status))
+            return
+        # A request the engine runs at once (a page-cache read) completes here: no
+        # in-flight count, no callback; this queue_notify's closing poll returns it.
+        now = self.engine.try_now(self.backing, parsed, ctx.mem)
+        if now is not None:
+            self._done.append(_Completion(index, chain, parsed.status_addr, now))
             return
         with self._cv:
             self._in_flight[index] += 1

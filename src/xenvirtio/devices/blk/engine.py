@@ -14,17 +14,17 @@ the request (a revoked grant, an unmapped range): the device then needs a reset.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Final, Protocol
 
 from xenvirtio.devices.blk.backing import BlockFile
 from xenvirtio.devices.blk.request import Request
 from xenvirtio.mem.api import GuestMemory, GuestMemoryError
 from xenvirtio.spec.virtio_blk import VirtioBlkStatus, VirtioBlkType
-from xenvirtio.virtio.chain import Reader, Writer
-from xenvirtio.virtio.queue import VirtqueueError
+from xenvirtio.virtio.chain import Segments
+from xenvirtio.virtio.queue import DescriptorAddressError, VirtqueueError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ UNSUPP: Final = int(VirtioBlkStatus.VIRTIO_BLK_S_UNSUPP)
 T = VirtioBlkType
 
 Done = Callable[[int], None]
+_Job = tuple[BlockFile, Request, GuestMemory, Done]
 INLINE_READ_MAX: Final = 256 << 10  # larger reads copy long enough to stall the caller
 
 
@@ -45,9 +46,28 @@ class BlkEngine(Protocol):
         self, backing: BlockFile, request: Request, mem: GuestMemory, done: Done
     ) -> None: ...
 
+    def try_now(self, backing: BlockFile, request: Request, mem: GuestMemory) -> int | None:
+        """Run ``request`` at once in the caller's thread if this engine would (the
+        status), else None and nothing was done: then `submit` it."""
+        ...
+
     def close(self) -> None:
         """Finish what was submitted, then release threads."""
         ...
+
+
+def guest_views(mem: GuestMemory, segments: Segments, write: bool) -> list[memoryview]:
+    """Zero-copy views of a request's data segments (validated by the parser), as a
+    `Writer`/`Reader` over them would give, without the stream bookkeeping."""
+    out: list[memoryview] = []
+    try:
+        for addr, length in segments:
+            if write:
+                mem.check(addr, length, write=True)
+            out.extend(mem.views(addr, length))
+    except GuestMemoryError as err:
+        raise DescriptorAddressError(str(err), err) from err
+    return out
 
 
 def execute(backing: BlockFile, req: Request, mem: GuestMemory) -> None:
@@ -55,9 +75,9 @@ def execute(backing: BlockFile, req: Request, mem: GuestMemory) -> None:
     GuestMemoryError (guest memory gone)."""
     kind = req.type
     if kind == T.VIRTIO_BLK_T_IN:
-        backing.preadv(Writer(mem, req.data).views(), req.offset)
+        backing.preadv(guest_views(mem, req.data, True), req.offset)
     elif kind == T.VIRTIO_BLK_T_OUT:
-        backing.pwritev(Reader(mem, req.data).views(), req.offset)
+        backing.pwritev(guest_views(mem, req.data, False), req.offset)
     elif kind == T.VIRTIO_BLK_T_DISCARD:
         for rng in req.ranges:  # a hint: a file system without holes does nothing
             backing.punch(rng.offset, rng.length)
@@ -88,6 +108,9 @@ class SyncEngine:
     def submit(self, backing: BlockFile, request: Request, mem: GuestMemory, done: Done) -> None:
         done(run(backing, request, mem))
 
+    def try_now(self, backing: BlockFile, request: Request, mem: GuestMemory) -> int | None:
+        return run(backing, request, mem)
+
     def close(self) -> None:
         pass
 
@@ -98,7 +121,7 @@ def try_inline(backing: BlockFile, req: Request, mem: GuestMemory) -> int | None
     if req.type != T.VIRTIO_BLK_T_IN or req.data_len > INLINE_READ_MAX:
         return None
     try:
-        done = backing.preadv_nowait(Writer(mem, req.data).views(), req.offset)
+        done = backing.preadv_nowait(guest_views(mem, req.data, True), req.offset)
     except OSError:
         return None  # let the blocking path report it
     except (VirtqueueError, GuestMemoryError):
@@ -117,11 +140,18 @@ class ThreadPoolEngine:
     def __init__(self, workers: int = 8, *, inline: bool = True) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="virtio-blk")
+        # A bare queue and threads: no executor future per request.
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"virtio-blk-{i}", daemon=True)
+            for i in range(workers)
+        ]
         self._lock = threading.Lock()
         self._running = 0
         self.peak = 0
         self.inline = inline
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, backing: BlockFile, request: Request, mem: GuestMemory, done: Done) -> None:
         if self.inline:
@@ -129,7 +159,10 @@ class ThreadPoolEngine:
             if status is not None:
                 done(status)
                 return
-        self._pool.submit(self._work, backing, request, mem, done)
+        self._jobs.put((backing, request, mem, done))
+
+    def try_now(self, backing: BlockFile, request: Request, mem: GuestMemory) -> int | None:
+        return try_inline(backing, request, mem) if self.inline else None
 
     def _work(self, backing: BlockFile, request: Request, mem: GuestMemory, done: Done) -> None:
         with self._lock:
@@ -142,5 +175,14 @@ class ThreadPoolEngine:
                 self._running -= 1
         done(status)
 
+    def _worker(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            self._work(*job)
+
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Every job queued runs first (the stop markers queue behind them)."""
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._jobs.put(None)
+        for thread in threads:
+            thread.join()

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xenvirtio.mem.api import GuestMemory
+from xenvirtio.mem.api import GuestMemory, GuestMemoryError
 from xenvirtio.spec import virtio_blk as B
-from xenvirtio.virtio.queue import DescriptorChain, VirtqueueError
+from xenvirtio.virtio.queue import DescriptorAddressError, DescriptorChain, VirtqueueError
 
 IOERR = B.VirtioBlkStatus.VIRTIO_BLK_S_IOERR
 UNSUPP = B.VirtioBlkStatus.VIRTIO_BLK_S_UNSUPP
@@ -108,13 +108,24 @@ class Request:
         status_addr = _status_addr(chain)
         if chain.readable_len < _HDR:
             return ParseError(IOERR, status_addr, "header shorter than 16 bytes")
-        reader = chain.reader(mem)
-        rtype, _reserved, sector = B.VIRTIO_BLK_REQ_HEADER.unpack(reader.read(_HDR))
+        rtype, _reserved, sector = B.VIRTIO_BLK_REQ_HEADER.unpack(_read_header(chain, mem))
         ctx = _Ctx(chain, mem, limits, rtype, sector, status_addr)
         handler = _HANDLERS.get(rtype)
         if handler is None:  # 5.2.6.2: unknown (incl. zoned, legacy SCSI) types
             return ctx.error(UNSUPP, f"unsupported request type {rtype}")
         return handler(ctx)
+
+
+def _read_header(chain: DescriptorChain, mem: GuestMemory) -> bytes:
+    """The 16 header bytes, copied once: straight from the first segment when it holds
+    them all (the usual layout), else through a `Reader` across segments."""
+    addr, length = chain.readable[0]
+    if length < _HDR:
+        return chain.reader(mem).read(_HDR)
+    try:
+        return mem.read(addr, _HDR)
+    except GuestMemoryError as err:
+        raise DescriptorAddressError(str(err), err) from err
 
 
 def _status_addr(chain: DescriptorChain) -> int:
@@ -142,7 +153,7 @@ def slice_segments(segments: Segments, start: int, length: int) -> Segments:
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # internal to one parse; not frozen: cheaper to build
 class _Ctx:
     chain: DescriptorChain
     mem: GuestMemory

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from xenvirtio.spec import virtio_blk as B
 
 _S = B.VirtioBlkStatus
+DATA_OFFSET = 512  # where a request's data starts in its DMA buffer (header +0, status +16)
 
 
 @dataclass(frozen=True, slots=True)

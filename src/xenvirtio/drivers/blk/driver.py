@@ -1,6 +1,7 @@
 """`VirtioBlkDriver`: the guest side of virtio-blk over any `VirtioTransport`, with an
-asyncio interface that is the NBD `BlockBackend` port, so ``NbdServer(driver)`` exports
-the guest's disk to the host.
+asyncio interface that is the NBD `BlockBackend` port (and `DirectBackend`: callback
+reads and writes, see `direct`), so ``NbdServer(driver)`` exports the guest's disk to
+the host.
 
 Threads: construct it anywhere (it probes the device synchronously); afterwards use it
 from one event loop (the first coroutine call binds it). ``interrupt()`` may be called
@@ -25,14 +26,15 @@ import threading
 from typing import TYPE_CHECKING, Final
 
 from xenvirtio.drivers.blk import commands as C
+from xenvirtio.drivers.blk import direct as D
 from xenvirtio.drivers.blk.buffers import DmaWaiter
-from xenvirtio.drivers.blk.queues import InFlight, RequestQueues
+from xenvirtio.drivers.blk.queues import InFlight, RequestQueues, Waiter
 from xenvirtio.mem.api import Buffer
-from xenvirtio.nbd.backend import BlockBackend, BlockIOError
+from xenvirtio.nbd.backend import BlockIOError, DirectBackend, ReadDone, WriteDone
 from xenvirtio.spec import virtio as S
 from xenvirtio.spec import virtio_blk as B
 from xenvirtio.transport.api import InterruptFlags, VirtioTransport
-from xenvirtio.transport.dma import DmaMemory, DmaPool
+from xenvirtio.transport.dma import DmaBuffer, DmaMemory, DmaPool
 from xenvirtio.transport.probe import probe, read_config_consistent
 from xenvirtio.virtio.features import bit
 from xenvirtio.virtio.queue import QueueConfig, VirtqueueError
@@ -61,7 +63,7 @@ BLK_FEATURES: Final = sum(
 )
 MAX_RECONNECTS: Final = 3  # consecutive resets without a completed request: give up
 _STATUS_UNSET: Final = 0xFF  # never a valid status: a device that skips it reads as EIO
-DATA_OFFSET: Final = 512  # where a request's data starts in its DMA buffer
+DATA_OFFSET: Final = C.DATA_OFFSET
 
 
 class DriverBrokenError(Exception):
@@ -95,9 +97,12 @@ class VirtioBlkDriver:
         self._wanted = (wanted | ring_features) & ~exclude
         self._max_queues, self._queue_size = max_queues, queue_size
         self._max_request = max_request_bytes
+        self._limit = 0  # max_request_bytes for _limit_info
+        self._limit_info: C.DiskInfo | None = None
         self.auto_reconnect = auto_reconnect
         self._queues = RequestQueues(transport, dma, self._free)
         self._buffers = DmaWaiter(dma, self._bind)
+        self._direct = D.DirectSubmitter(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._service_scheduled = False
@@ -113,6 +118,7 @@ class VirtioBlkDriver:
 
     # ---------------------------------------------------------------- device set-up
     def _setup(self) -> None:
+        self._buffers.release_kept()  # the rings come first
         self.features = probe(self._transport, self._wanted, self._configure)
 
     def _configure(self, features: int) -> None:
@@ -155,10 +161,13 @@ class VirtioBlkDriver:
     @property
     def max_request_bytes(self) -> int:
         """The largest data buffer one request carries (one segment, so size_max)."""
-        limit = self._max_request
-        if self.info.size_max:
-            limit = min(limit, self.info.size_max // self.block_size * self.block_size)
-        return max(limit, self.block_size)
+        info = self.info
+        if self._limit_info is not info:  # computed once per negotiated DiskInfo
+            limit = self._max_request
+            if info.size_max:
+                limit = min(limit, info.size_max // info.block_size * info.block_size)
+            self._limit, self._limit_info = max(limit, info.block_size), info
+        return self._limit
 
     # ---------------------------------------------------------------- interrupts
     def interrupt(self) -> None:
@@ -274,21 +283,9 @@ class VirtioBlkDriver:
         loop = self._bind()
         out_len = 0 if out is None else memoryview(out).nbytes
         buf = await self._buffers.alloc(DATA_OFFSET + out_len + in_len, 512)
-        view = buf.view
-        view[:16] = C.header(rtype, sector)
-        view[16] = _STATUS_UNSET
-        readable, writable = [(buf.addr, 16)], [(buf.addr + 16, 1)]
-        if out is not None:
-            view[DATA_OFFSET : DATA_OFFSET + out_len] = memoryview(out).cast("B")
-            readable.append((buf.addr + DATA_OFFSET, out_len))
-        if in_len:
-            writable.insert(0, (buf.addr + DATA_OFFSET, in_len))
-        self._seq += 1
-        req = InFlight(self._seq, readable, writable, buf.addr + 16, [buf], loop.create_future())
-        self._queues.enqueue(req)
-        self._kick_soon()
+        req = self._queue(rtype, sector, buf, out, in_len, loop.create_future())
         try:
-            status = await req.future
+            status = await req.future  # type: ignore[misc]
         except asyncio.CancelledError:
             raise  # still on a ring: its completion frees the buffer
         except BaseException:
@@ -298,6 +295,34 @@ class VirtioBlkDriver:
         if err is not None:
             self._free(req)
             raise BlockIOError(err, f"virtio-blk request type {rtype} failed (status {status})")
+        return req
+
+    def _queue(
+        self,
+        rtype: int,
+        sector: int,
+        buf: DmaBuffer,
+        out: Buffer | None,
+        in_len: int,
+        waiter: Waiter,
+    ) -> InFlight:
+        """Fill ``buf`` (header, unset status, ``out``) and put the request on a queue;
+        the kick follows at the end of this loop turn."""
+        view = buf.view
+        view[:16] = C.header(rtype, sector)
+        view[16] = _STATUS_UNSET
+        addr = buf.addr
+        readable, writable = [(addr, 16)], [(addr + 16, 1)]
+        if out is not None:
+            data = memoryview(out).cast("B")
+            view[DATA_OFFSET : DATA_OFFSET + data.nbytes] = data
+            readable.append((addr + DATA_OFFSET, data.nbytes))
+        if in_len:
+            writable.insert(0, (addr + DATA_OFFSET, in_len))
+        self._seq += 1
+        req = InFlight(self._seq, readable, writable, addr + 16, [buf], waiter)
+        self._queues.enqueue(req)
+        self._kick_soon()
         return req
 
     @staticmethod
@@ -329,6 +354,16 @@ class VirtioBlkDriver:
         req = await self._submit(T.VIRTIO_BLK_T_IN, offset >> B.SECTOR_SHIFT, in_len=length)
         out[pos : pos + length] = self.data(req, length)
         self._free(req)
+
+    # ---------------------------------------------------------------- DirectBackend
+    def submit_read(self, offset: int, length: int, done: ReadDone) -> None:
+        """`read` without a coroutine: ``done(view, release)`` gets the data in the
+        request's own DMA buffer (no copy), held until ``release()``."""
+        self._direct.read(offset, length, done)
+
+    def submit_write(self, offset: int, data: bytes, fua: bool, done: WriteDone) -> None:
+        """`write` without a coroutine; ``data`` is copied into DMA memory at once."""
+        self._direct.write(offset, data, fua, done)
 
     async def write(self, offset: int, data: bytes, fua: bool = False) -> None:
         self._check_writable()
@@ -402,5 +437,5 @@ class VirtioBlkDriver:
 
 if TYPE_CHECKING:
 
-    def _conforms(driver: VirtioBlkDriver) -> BlockBackend:
+    def _conforms(driver: VirtioBlkDriver) -> DirectBackend:
         return driver

@@ -8,11 +8,10 @@ Single-threaded: every method runs on the driver's event loop thread. A request 
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from xenvirtio.transport.api import VirtioTransport
 from xenvirtio.transport.dma import DmaBuffer, DmaMemory
@@ -23,17 +22,49 @@ _REAP_BATCH = 256
 _DESCS_PER_REQUEST = 3  # header, data, status
 
 
-@dataclass(eq=False)
+class Waiter(Protocol):
+    """What a request's submitter waits on: an `asyncio.Future` or a `Callback`."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: int, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+class Callback:
+    """A `Waiter` that calls ``on_done(status, error)`` (one of them None) at once: no
+    future, no task wake-up. It is never cancelled."""
+
+    __slots__ = ("_done", "_on_done")
+
+    def __init__(self, on_done: Callable[[int | None, BaseException | None], None]) -> None:
+        self._on_done = on_done
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: int, /) -> None:
+        self._done = True
+        self._on_done(result, None)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._done = True
+        self._on_done(None, exception)
+
+
+@dataclass(eq=False, slots=True)
 class InFlight:
     """One request: its segments (DMA addresses), where its status byte is, the DMA
-    buffers it owns, and the future its submitter awaits (the status byte)."""
+    buffers it owns, and what its submitter waits on (the status byte)."""
 
     seq: int
     readable: list[tuple[int, int]]
     writable: list[tuple[int, int]]
     status_addr: int
     buffers: list[DmaBuffer]
-    future: asyncio.Future[int]
+    future: Waiter
     queue: int = 0
     attempts: int = field(default=0)
 
