@@ -60,9 +60,10 @@ def measure(
     transport: TransportKind = "pci",
     workers: int = 8,
 ) -> list[Row]:
-    """Every workload against our stack and against nbdkit, on one image. Both servers
-    run throughout and each workload runs on both back to back, so a change of load on
-    the machine during the run affects both sides of a comparison alike."""
+    """Every workload against our stack, nbdkit and classic blkif, on one image. Our stack
+    and nbdkit run throughout and each workload runs on both back to back, so a change of
+    load on the machine during the run affects both sides of a comparison alike; blkif
+    runs after them on its own emu host."""
     image = workdir / "bench.img"
     _make_image(image, image_size)
     rows: list[Row] = []
@@ -74,6 +75,11 @@ def measure(
         for name, rw, bs, depth in WORKLOADS:
             rows.append(Row(name, "xenvirtio", _figures(uri, rw, bs, depth, runtime)))
             rows.append(Row(name, "nbdkit file", _figures(server.uri, rw, bs, depth, runtime)))
+    # Xen's classic PV block drivers on the same image, the baseline virtio is measured
+    # against. Imported here: bench.blkif builds on this module's workloads.
+    from xenvirtio.bench.blkif import measure_blkif
+
+    rows += measure_blkif(workdir, image, runtime=runtime)
     return rows
 
 
