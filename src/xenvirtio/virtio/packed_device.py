@@ -49,7 +49,7 @@ from xenvirtio.virtio.queue import (
     PackedRingError,
     QueueConfig,
 )
-from xenvirtio.virtio.rings import DESC, DEVICE, DRIVER, RingAreas
+from xenvirtio.virtio.rings import DESC, DEVICE, DRIVER, RingAreas, store_u16
 
 _Desc = tuple[int, int, int, int]  # addr, len, id, flags
 
@@ -277,7 +277,7 @@ class PackedDeviceQueue:
         dv = self._dv
         if dv is not None:
             USED_ST.pack_into(dv, off + LEN_OFF, written, bid)
-            U16_ST.pack_into(dv, off + FLAGS_OFF, flags)
+            store_u16(dv, off + FLAGS_OFF, flags)
         else:
             areas.pack(DESC, off + LEN_OFF, USED_ST, written, bid)
             areas.pack(DESC, off + FLAGS_OFF, U16_ST, flags)

@@ -42,7 +42,7 @@ from xenvirtio.virtio.queue import (
     QueueFullError,
     VirtqueueError,
 )
-from xenvirtio.virtio.rings import DESC, DEVICE, DRIVER, RingAreas
+from xenvirtio.virtio.rings import DESC, DEVICE, DRIVER, RingAreas, store_u16
 
 T = TypeVar("T")
 
@@ -193,7 +193,7 @@ class PackedDriverQueue(Generic[T]):
         dv = self._dv
         if dv is not None:
             BODY_ST.pack_into(dv, off, addr, length, bid)
-            U16_ST.pack_into(dv, off + FLAGS_OFF, flags)
+            store_u16(dv, off + FLAGS_OFF, flags)
         else:
             areas.pack(DESC, off, BODY_ST, addr, length, bid)
             areas.pack(DESC, off + FLAGS_OFF, U16_ST, flags)

@@ -29,7 +29,7 @@ from xenvirtio.virtio.queue import (
     NestedIndirectError,
     QueueConfig,
 )
-from xenvirtio.virtio.rings import DESC, DEVICE, DRIVER, RingAreas, need_event
+from xenvirtio.virtio.rings import DESC, DEVICE, DRIVER, RingAreas, need_event, store_u16
 from xenvirtio.virtio.split_driver import SplitDriverQueue, check_split_config
 
 __all__ = ["SplitDeviceQueue", "SplitDriverQueue", "check_split_config"]
@@ -185,7 +185,7 @@ class SplitDeviceQueue:
         if self._event_idx and self._notify_enabled:
             uv = self._uv
             if uv is not None:
-                _U16.pack_into(uv, self._avail_event_off, self._next_avail)
+                store_u16(uv, self._avail_event_off, self._next_avail)
             else:
                 areas.pack(DEVICE, self._avail_event_off, _U16, self._next_avail)
 
@@ -325,7 +325,7 @@ class SplitDeviceQueue:
         # 2.7.8.2: the entry before the idx update.
         if uv is not None:
             _USED_ELEM.pack_into(uv, 4 + 8 * (used & self._mask), chain.head, written)
-            _U16.pack_into(uv, 2, new)
+            store_u16(uv, 2, new)
         else:
             areas.pack(DEVICE, 4 + 8 * (used & self._mask), _USED_ELEM, chain.head, written)
             areas.pack(DEVICE, 2, _U16, new)
@@ -348,7 +348,7 @@ class SplitDeviceQueue:
         # 2.7.8.2: entries (and buffer contents) before the idx update.
         uv = self._uv
         if uv is not None:
-            _U16.pack_into(uv, 2, new)
+            store_u16(uv, 2, new)
         else:
             areas.pack(DEVICE, 2, _U16, new)
 

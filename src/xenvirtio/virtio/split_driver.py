@@ -24,7 +24,7 @@ from xenvirtio.virtio.queue import (
     QueueFullError,
     VirtqueueError,
 )
-from xenvirtio.virtio.rings import DESC, DEVICE, DRIVER, RingAreas, need_event
+from xenvirtio.virtio.rings import DESC, DEVICE, DRIVER, RingAreas, need_event, store_u16
 
 T = TypeVar("T")
 
@@ -204,8 +204,8 @@ class SplitDriverQueue(Generic[T]):
         self._added_since_kick += 1
         av = self._av
         if av is not None:
-            _U16.pack_into(av, slot, head)
-            _U16.pack_into(av, 2, idx)
+            _U16.pack_into(av, slot, head)  # not visible before idx moves past it
+            store_u16(av, 2, idx)
         else:
             areas.pack(DRIVER, slot, _U16, head)
             areas.pack(DRIVER, 2, _U16, idx)
@@ -288,7 +288,7 @@ class SplitDriverQueue(Generic[T]):
         if out and self._event_idx and not self._cb_disabled:
             av = self._av
             if av is not None:
-                _U16.pack_into(av, self._used_event_off, self._last_used)
+                store_u16(av, self._used_event_off, self._last_used)
             else:
                 areas.pack(DRIVER, self._used_event_off, _U16, self._last_used)
         return out
