@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from xenvirtio.cli import cli
-from xenvirtio.runtime.specs import DiskSpec
+from xenvirtio.runtime.specs import ConsoleSpec, DiskSpec, NetSpec, RngSpec
 from xenvirtio.spec.virtio import VirtioDeviceId
 from xenvirtio.toolstack.cfg import parse_config
 from xenvirtio.toolstack.channel import Channel
@@ -17,7 +17,7 @@ from xenvirtio.toolstack.domcfg import DomainConfig, domain_config
 from xenvirtio.toolstack.errors import ConfigError
 from xenvirtio.toolstack.load import load_domain_config
 from xenvirtio.toolstack.options import GuestType, Specification, Transport
-from xenvirtio.toolstack.runtime_specs import runtime_specs
+from xenvirtio.toolstack.runtime_specs import derived_mac, runtime_specs
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 VIRTIO, XEN = Specification.VIRTIO, Specification.XEN
@@ -172,14 +172,39 @@ def test_every_example_parses_to_its_scenario() -> None:
 
 def test_runtime_specs_numbered_per_transport_and_checked() -> None:
     disks = "'/a,,xvda', '/b,,xvdb,ro,transport=xenbus', '/c,,xvdc', '/d,,xvdd,specification=xen'"
-    cfg = config(f"name='g'\ntype='hvm'\ndisk=[{disks}]\nvirtio=['type=virtio,device4']")
+    vifs = (
+        "'ip=10.1.2.3,bridge=br1,mtu=9000', 'transport=xenbus,mac=02:00:00:00:00:07', "
+        "'specification=xen'"
+    )
+    cfg = config(
+        f"name='g'\ntype='hvm'\ndisk=[{disks}]\nvif=[{vifs}]\n"
+        "virtio=['type=virtio,device4', 'type=virtio,device3,transport=xenbus']"
+    )
     devices = runtime_specs(cfg)
     assert devices.specs == (
         DiskSpec(devid=0, vdev="xvda", image="/a", transport="pci", grant_usage=False),
         DiskSpec(devid=0, vdev="xvdb", image="/b", read_only=True, grant_usage=True),
         DiskSpec(devid=1, vdev="xvdc", image="/c", transport="pci", grant_usage=False),
+        NetSpec(
+            devid=2,
+            ifname="eth0",
+            mac=derived_mac("g", 0),
+            ip="10.1.2.3/24",
+            bridge="br1",
+            mtu=9000,
+            transport="pci",
+            grant_usage=False,
+        ),
+        NetSpec(devid=1, ifname="eth1", mac="02:00:00:00:00:07", grant_usage=True),
+        RngSpec(devid=3, transport="pci", grant_usage=False),
+        ConsoleSpec(devid=2, grant_usage=True),
     )
-    assert devices.pending == ("disk xvdd (classic blkif)", "rng (virtio)")
+    assert devices.pending == ("disk xvdd (classic blkif)", "vif 2 (classic netif)")
+    assert derived_mac("g", 0).startswith("00:16:3e:") and derived_mac("g", 1) != derived_mac(
+        "g", 0
+    )
+    clash = config("name='g'\nvirtio=['type=virtio,device3',\n'type=virtio,device3']")
+    assert [s.name for s in runtime_specs(clash).specs] == ["console0", "console1"]
 
 
 def test_runtime_refusals_come_back_at_the_entry_line() -> None:

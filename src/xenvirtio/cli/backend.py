@@ -69,12 +69,13 @@ def backend(
         raise click.UsageError(f"--spec: {exc}") from None
     spec_file = Path(spec) if not spec.lstrip().startswith(("[", "{")) else None
     with open_hypervisor("emu", run_dir=run_dir) as hv:
-        why = asyncio.run(_serve(hv, domid, specs, workers, ready_fd, spec_file))
+        why = asyncio.run(_serve(hv, domid, specs, workers, ready_fd, spec_file, run_dir))
     click.echo(f"backend for domain {domid}: {why}", err=True)
 
 
 async def _serve(hv: Hypervisor, domid: int, specs: list[DeviceSpec], workers: int,
-                 ready_fd: int | None, spec_file: Path | None) -> str:  # fmt: skip
+                 ready_fd: int | None, spec_file: Path | None,
+                 run_dir: Path | None) -> str:  # fmt: skip
     from xenvirtio.runtime.backend import SpecFileReloader, run_backend
 
     stop, reload = asyncio.Event(), asyncio.Event()
@@ -92,4 +93,4 @@ async def _serve(hv: Hypervisor, domid: int, specs: list[DeviceSpec], workers: i
             os.close(ready_fd)
 
     return await run_backend(hv, domid, specs, stop, ready=ready, workers=workers,
-                             reload=reload, on_reload=reloader)  # fmt: skip
+                             reload=reload, on_reload=reloader, run_dir=run_dir)  # fmt: skip

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from xenvirtio.cli.toolstack_opts import host, host_options, one_line_errors
+
+if TYPE_CHECKING:
+    from xenvirtio.runtime.domain import DeviceEndpoint
 
 
 @click.command("create")
@@ -19,7 +23,8 @@ def create(config: Path, run_dir: Path | None, hypervisor: str, verbose: bool) -
     The config is checked first (an error names FILE:LINE: key and nothing is made).
     Then the domain is created, its backend process started and its guest kernel
     booted; the command returns once every device is ready and prints the domid and
-    where each device is reached (a disk's NBD socket). Any failure undoes everything.
+    where each device is reached (a disk's NBD socket, a NIC's network namespace, a
+    console's pty, an rng's socket). Any failure undoes everything.
     Devices the runtime cannot run yet are listed as pending.
 
     \b
@@ -38,7 +43,18 @@ def create(config: Path, run_dir: Path | None, hypervisor: str, verbose: bool) -
         created = create_domain(h, cfg, progress=lambda line: click.echo(line, err=True))
     click.echo(f"domain {created.name}: domid {created.domid}")
     for device in created.devices:
-        where = f"nbd socket {device.nbd}" if device.nbd is not None else device.state
-        click.echo(f"  {device.kind} {device.name} ({device.transport}): {where}")
+        click.echo(f"  {device.kind} {device.name} ({device.transport}): {_where(device)}")
     for name in created.pending:
         click.echo(f"  {name}: pending: the runtime cannot run this kind of device yet")
+
+
+def _where(device: DeviceEndpoint) -> str:
+    if device.nbd is not None:
+        return f"nbd socket {device.nbd}"
+    if device.netns is not None:
+        return f"{device.ifname} {device.ip or ''} {device.mac} in netns {device.netns}"
+    if device.pty is not None:
+        return f"pty {device.pty}"
+    if device.socket is not None:
+        return f"socket {device.socket}"
+    return device.state

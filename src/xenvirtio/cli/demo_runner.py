@@ -24,7 +24,7 @@ class DemoFailed(Exception):
 @dataclass
 class Outcome:
     title: str
-    status: str  # "ok", "FAILED", "skipped", "pending"
+    status: str  # "ok", "FAILED", "skipped", "pending", "not run" (explained, e.g. no root)
     detail: str = ""
     seconds: float = 0.0
 
@@ -93,16 +93,23 @@ class Demo:
             raise DemoFailed(what)
         click.secho(f"  ok: {what}", fg="green")
 
+    def skip(self, title: str, why: str) -> None:
+        """A step that cannot run here, said so (it does not fail the demo)."""
+        number = len([o for o in self.outcomes if o.status != "pending"]) + 1
+        click.secho(f"\n[{number}] {title}", bold=True)
+        click.secho(f"  not run: {why}", fg="yellow")
+        self.outcomes.append(Outcome(title, "not run", why))
+
     def pending(self, what: str, detail: str) -> None:
         click.secho(f"  pending: {what}: {detail} (not built into the runtime yet)", fg="yellow")
         self.outcomes.append(Outcome(what, "pending", detail))
 
     def summary(self) -> bool:
-        """Print the summary; True if no step failed or was skipped."""
+        """Print the summary; True if no step failed or was skipped for a failure."""
         click.secho("\nSummary", bold=True)
         for o in self.outcomes:
-            colour = {"ok": "green", "pending": "yellow"}.get(o.status, "red")
+            colour = {"ok": "green", "pending": "yellow", "not run": "yellow"}.get(o.status, "red")
             took = f" ({o.seconds:.1f} s)" if o.status in ("ok", "FAILED") else ""
             extra = f": {o.detail}" if o.detail and o.status != "ok" else ""
             click.secho(f"  {o.status:<8} {o.title}{took}{extra}", fg=colour)
-        return all(o.status in ("ok", "pending") for o in self.outcomes)
+        return all(o.status in ("ok", "pending", "not run") for o in self.outcomes)

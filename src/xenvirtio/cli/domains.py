@@ -83,7 +83,8 @@ def list_(as_json: bool, run_dir: Path | None, hypervisor: str, verbose: bool) -
     for d in domains:
         click.echo(f"{d['name']:<20}{d['domid']:>5}  {d['type']:<5}{d['state']:<10}")
         for dev in d["devices"]:
-            where = dev["nbd_socket"] or dev["error"] or ""
+            where = (dev["nbd_socket"] or dev.get("netns") or dev.get("pty")
+                     or dev.get("socket") or dev["error"] or "")  # fmt: skip
             click.echo(f"{'':<42}{dev['name']} {dev['transport'] or '-'} {dev['state']} {where}")
 
 
@@ -92,18 +93,24 @@ def list_(as_json: bool, run_dir: Path | None, hypervisor: str, verbose: bool) -
 @host_options
 @one_line_errors
 def console(domain: str, run_dir: Path | None, hypervisor: str, verbose: bool) -> None:
-    """Attach to DOMAIN's virtio console (its pty). Not available yet: the runtime
-    does not run console devices; the command says so and exits with status 1.
+    """Attach to DOMAIN's virtio console (its pty), as ``xl console`` does: what you type
+    goes to the guest, what it writes comes back; Ctrl-] detaches. The guest's getty
+    answers each line prefixed with its domain name.
 
     \b
     Example:
       xenvirtio console --run-dir /tmp/xv demo
     """
+    from xenvirtio.devices.console.attach import attach
+    from xenvirtio.runtime.domain import inspect
     from xenvirtio.toolstack.lifecycle import ToolstackError, find_domain
 
     with host(run_dir, hypervisor) as h:
         info = find_domain(h, domain)
-    raise ToolstackError(
-        f"domain {info.name}: consoles are pending: the runtime does not run virtio-console "
-        "devices yet (`xenvirtio list` shows them as pending)"
-    )
+        view = inspect(h.hv, info.domid, h.run_dir)
+    ptys = [d.pty for d in view.devices if d.kind == "console" and d.pty is not None]
+    if not ptys:
+        raise ToolstackError(f"domain {info.name} has no console (a virtio device3 entry)")
+    click.echo(f"attached to {info.name}'s console {ptys[0]} (Ctrl-] detaches)", err=True)
+    reason = attach(str(ptys[0]))
+    click.echo(f"\ndetached ({reason.value})", err=True)

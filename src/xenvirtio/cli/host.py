@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -69,8 +70,11 @@ def stop(run_dir: Path | None) -> None:
       xenvirtio host stop --run-dir /tmp/xv
     """
     from xenvirtio.hv.emu.host import stop_host
+    from xenvirtio.runtime.network import release_host
 
     stop_host(_resolve(run_dir))
+    if os.geteuid() == 0:
+        release_host(_resolve(run_dir))  # the domains' network namespaces
     click.echo("emu host stopped")
 
 

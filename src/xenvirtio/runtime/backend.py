@@ -4,9 +4,9 @@ XenBus devices go to a `BackendRunner` (directories made by `runtime.devices.plu
 a new instance starts Closed and the frontend reconnects, docs/xenbus-transport.md
 section 8); pci and mmio devices go to a `DeviceModelHost` (one ioreq server for the
 domain, each device at its `runtime.devices` place). Disks share one
-`ThreadPoolEngine`.
+`ThreadPoolEngine`; NICs and consoles need the host's ``run_dir`` (`runtime.models`).
 
-    backend = DomainBackend(hv, domid, specs)
+    backend = DomainBackend(hv, domid, specs, run_dir=run_dir)
     await backend.start()                  # on the loop; raises (and undoes) on failure
     ...                                    # serves until
     await backend.close()
@@ -33,7 +33,8 @@ from pathlib import Path
 from xenvirtio.devices.blk.engine import ThreadPoolEngine
 from xenvirtio.hv.api import Hypervisor, HypervisorError
 from xenvirtio.runtime.devices import mmio_place, pci_slot, xenbus_place
-from xenvirtio.runtime.models import Model, open_model
+from xenvirtio.runtime.layout import DomainDir
+from xenvirtio.runtime.models import Model, ModelContext, open_model
 from xenvirtio.runtime.specs import DeviceSpec, specs_from_json
 from xenvirtio.transport.ioreq.host import DeviceModelHost, GuestServer
 from xenvirtio.transport.xenbus import BackendRunner
@@ -45,9 +46,16 @@ class DomainBackend:
     """Serves ``specs`` of guest ``domid`` with dom0's (or a driver domain's) ``hv``."""
 
     def __init__(
-        self, hv: Hypervisor, domid: int, specs: list[DeviceSpec], *, workers: int = 4
+        self,
+        hv: Hypervisor,
+        domid: int,
+        specs: list[DeviceSpec],
+        *,
+        workers: int = 4,
+        run_dir: Path | None = None,
     ) -> None:
         self.hv, self.domid, self.specs = hv, domid, specs
+        self.domain = DomainDir(run_dir, domid) if run_dir is not None else None
         self.engine = ThreadPoolEngine(workers)
         self.models: dict[str, Model] = {}
         self.runner: BackendRunner | None = None
@@ -61,13 +69,16 @@ class DomainBackend:
             for spec in self.specs:
                 if spec.backend_domid != self.hv.domid:
                     raise ValueError(f"{spec.name}: served by domain {spec.backend_domid}")
-                self.models[spec.name] = open_model(spec, self.engine)
+                self.models[spec.name] = open_model(spec, self._context())
             self._start_xenbus()
             self._start_ioreq()
         except BaseException:
             await self.close()
             raise
         log.info("domain %d: serving %s", self.domid, ", ".join(self.models))
+
+    def _context(self) -> ModelContext:
+        return ModelContext(self.engine, asyncio.get_running_loop(), self.domain)
 
     def _start_xenbus(self) -> None:
         for spec in self.specs:
@@ -108,7 +119,7 @@ class DomainBackend:
             raise ValueError(f"{spec.name}: only xenbus devices can be added at run time")
         if spec.backend_domid != self.hv.domid:
             raise ValueError(f"{spec.name}: served by domain {spec.backend_domid}")
-        self.models[spec.name] = open_model(spec, self.engine)
+        self.models[spec.name] = open_model(spec, self._context())
         try:
             self._serve_xenbus(spec)
         except BaseException:
@@ -178,11 +189,12 @@ async def run_backend(
     check_interval: float = 0.5,
     reload: asyncio.Event | None = None,
     on_reload: Callable[[DomainBackend], Awaitable[None]] | None = None,
+    run_dir: Path | None = None,
 ) -> str:
     """Serve until ``stop`` is set or the domain is gone (as a device model exits with
     its guest); ``ready`` runs once every device is served; each time ``reload`` is set,
     ``on_reload`` runs (it calls `DomainBackend.reload`). Returns why it stopped."""
-    backend = DomainBackend(hv, domid, specs, workers=workers)
+    backend = DomainBackend(hv, domid, specs, workers=workers, run_dir=run_dir)
     await backend.start()
     wake = asyncio.Event()
     try:

@@ -8,8 +8,9 @@
 
 `start_domain` creates the domain paused, plugs its XenBus devices, starts its backend
 process (`supervisor`), unpauses it and waits until the guest reports every device
-ready. Any failure on the way undoes everything it did: backend process, XenStore
-nodes, the domain, its run-directory files. `inspect`, `stop_domain` and
+ready. A domain with NICs first gets its network namespaces (`runtime.network`).
+Any failure on the way undoes everything it did: backend process, XenStore nodes,
+the domain, its network namespaces, its run-directory files. `inspect`, `stop_domain` and
 `shutdown_domain` (ask the guest to power off first) work from any process, from what
 the run directory and XenStore hold.
 """
@@ -17,6 +18,7 @@ the run directory and XenStore hold.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import time
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from xenvirtio.hv.api import DomainState, DomainType, Hypervisor, HypervisorError
 from xenvirtio.hv.xenbus.ops import read_optional
+from xenvirtio.runtime import network
 from xenvirtio.runtime.devices import plug, unplug
 from xenvirtio.runtime.guest import KERNEL, boot_line
 from xenvirtio.runtime.layout import (
@@ -38,6 +41,7 @@ from xenvirtio.runtime.layout import (
 )
 from xenvirtio.runtime.specs import (
     DeviceSpec,
+    NetSpec,
     check_domain_devices,
     check_spec,
     specs_from_json,
@@ -65,6 +69,12 @@ class DeviceEndpoint:
     ring: str | None = None  # the ring format the driver negotiated
     error: str | None = None
     reconnects: int = 0  # driver resets after its backend restarted
+    pty: Path | None = None  # a console's pty (the backend's)
+    socket: Path | None = None  # an rng's entropy socket (the guest's)
+    netns: str | None = None  # a NIC's guest network namespace ...
+    ifname: str | None = None  # ... its interface there,
+    ip: str | None = None  # its address
+    mac: str | None = None  # and MAC
 
 
 @dataclass(frozen=True)
@@ -140,13 +150,14 @@ def start_domain(
     check_domain_devices(devices)
     if type == "pv" and any(s.transport != "xenbus" for s in devices):
         raise ValueError("pci and mmio devices need an hvm domain")
-    line = boot_line(run_dir, devices) if cmdline is None else cmdline
+    line = boot_line(run_dir, devices, name) if cmdline is None else cmdline
     domid = hv.domctl.create(memory_mb, vcpus, type, name=name, kernel=kernel, cmdline=line)
     domain = DomainDir(run_dir, domid)
     backend: BackendProcess | None = None
     try:
         domain.path.mkdir(parents=True, mode=0o700, exist_ok=True)
         domain.spec_file.write_text(json.dumps(specs_to_json(devices), indent=1))
+        network.prepare(run_dir, domid, devices)
         for spec in devices:
             plug(hv, domid, spec)
         if devices:
@@ -239,10 +250,29 @@ def _endpoint(hv: Hypervisor, domain: DomainDir, spec: DeviceSpec) -> DeviceEndp
         return read_optional(store, f"{base}/{name}") if store is not None else None
 
     state = parse_state(key("state"))
-    nbd = domain.nbd_socket(spec.name) if spec.kind == "disk" and state == "ready" else None
-    return DeviceEndpoint(spec.name, spec.kind, spec.transport, state, nbd,
-                          parse_ring(key("ring")), parse_error(key("error")),
-                          parse_count(key("reconnects")))  # fmt: skip
+    ready = state == "ready"
+    nbd = domain.nbd_socket(spec.name) if spec.kind == "disk" and ready else None
+    endpoint = DeviceEndpoint(spec.name, spec.kind, spec.transport, state, nbd,
+                              parse_ring(key("ring")), parse_error(key("error")),
+                              parse_count(key("reconnects")))  # fmt: skip
+    if spec.kind == "console":
+        endpoint = dataclasses.replace(endpoint, pty=_published_pty(domain, spec.name))
+    elif spec.kind == "rng" and ready:
+        endpoint = dataclasses.replace(endpoint, socket=domain.rng_socket(spec.name))
+    elif isinstance(spec, NetSpec):
+        endpoint = dataclasses.replace(endpoint, netns=network.guest_netns(domain.run_dir,
+                                       domain.domid), ifname=spec.ifname,
+                                       ip=spec.ip or None, mac=spec.mac)  # fmt: skip
+    return endpoint
+
+
+def _published_pty(domain: DomainDir, name: str) -> Path | None:
+    """The pty path the backend wrote (a dom0 file: trusted, but checked for shape)."""
+    try:
+        text = domain.pty_file(name).read_text()[:256]
+    except OSError:
+        return None
+    return Path(text) if text.startswith("/dev/pts/") and text[9:].isdigit() else None
 
 
 def _teardown(hv: Hypervisor, domain: DomainDir, specs: list[DeviceSpec],
@@ -256,3 +286,16 @@ def _teardown(hv: Hypervisor, domain: DomainDir, specs: list[DeviceSpec],
     for spec in specs:
         unplug(hv, domain.domid, spec)
     shutil.rmtree(domain.path, ignore_errors=True)
+    if network.nics(specs):
+        network.release(domain.run_dir, domain.domid, _nics_in_use(domain.run_dir))
+
+
+def _nics_in_use(run_dir: Path) -> bool:
+    """Whether some domain of the host still has a NIC (so keeps the backend netns)."""
+    for path in (run_dir / "domains").glob("*/devices.json"):
+        try:
+            if network.nics(specs_from_json(json.loads(path.read_text()))):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False

@@ -1,12 +1,13 @@
 """The guest kernel: brings up a domain's virtio devices and exports them to the host.
 
 ``domctl.create(..., kernel="xenvirtio.runtime.guest:kernel", cmdline=boot_line(...))``.
-The command line is JSON: the run directory and the domain's device specs (what a
-device tree or kernel command line tells a real guest; XenBus devices are also found
-in XenStore, PCI functions by the firmware scan). For each disk the kernel opens the
-transport at the device's place (`GuestDevices`), probes it with `VirtioBlkDriver` and
-serves it as an NBD export on ``<run-dir>/domains/<domid>/<vdev>.nbd``; it reports each
-device's state under ``/local/domain/<domid>/data/xenvirtio/<name>/`` (`layout`).
+The command line is JSON: the run directory, the domain's name and its device specs
+(what a device tree or kernel command line tells a real guest; XenBus devices are also
+found in XenStore, PCI functions by the firmware scan). For each device the kernel opens
+the transport at the device's place (`GuestDevices`), probes its driver and serves what
+it gives the host (`guest_services`: a disk's NBD export, a NIC in the domain's network
+namespace, a console's getty, an rng's entropy socket); it reports each device's state
+under ``/local/domain/<domid>/data/xenvirtio/<name>/`` (`layout`).
 One asyncio loop runs every driver and export. A device that fails is reported
 ``failed`` with its error; the others carry on. Devices come and go at run time over
 XenBus (`GuestKernel`); ``control/shutdown`` = ``poweroff`` ends the kernel: every
@@ -24,27 +25,22 @@ import contextlib
 import json
 import logging
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from xenvirtio.drivers.blk.driver import DEFAULT_RING_FEATURES, VirtioBlkDriver
 from xenvirtio.hv.api.guest import Guest
 from xenvirtio.hv.xenbus.ops import read_optional
-from xenvirtio.nbd.server import NbdServer
 from xenvirtio.runtime.devices import xenbus_place
-from xenvirtio.runtime.guest_transport import GuestDevices, OpenedTransport
+from xenvirtio.runtime.guest_services import GuestContext, Service, start_service
+from xenvirtio.runtime.guest_transport import GuestDevices
 from xenvirtio.runtime.layout import HOTPLUG_SPEC_KEY, DomainDir, endpoint_dir
 from xenvirtio.runtime.specs import (
     DeviceSpec,
-    DiskSpec,
     spec_from_json,
     specs_from_json,
     specs_to_json,
 )
-from xenvirtio.spec import virtio as S
 from xenvirtio.transport.xenbus.keys import DEVTYPE
-from xenvirtio.virtio.features import bit
 from xenvirtio.xenstore.client import XenstoreClient
 from xenvirtio.xenstore.client_protocol import XenstoreError
 
@@ -53,27 +49,18 @@ KERNEL = "xenvirtio.runtime.guest:kernel"
 MAX_HOTPLUG: Final = 256  # devids looked at per scan (xenbus devids are 0..255)
 
 
-def boot_line(run_dir: Path, specs: list[DeviceSpec]) -> str:
-    """The kernel's command line for a domain with ``specs``."""
-    return json.dumps({"run_dir": str(run_dir), "devices": specs_to_json(specs)})
+def boot_line(run_dir: Path, specs: list[DeviceSpec], name: str = "") -> str:
+    """The kernel's command line for a domain ``name`` with ``specs``."""
+    return json.dumps({"run_dir": str(run_dir), "name": name, "devices": specs_to_json(specs)})
 
 
 def kernel(guest: Guest, cmdline: str) -> int:
     args = json.loads(cmdline)
     specs = specs_from_json(args["devices"])
     domain_dir = DomainDir(Path(args["run_dir"]), guest.domid)
-    asyncio.run(GuestKernel(guest, domain_dir, specs).run())
+    name = str(args.get("name") or f"domain{guest.domid}")
+    asyncio.run(GuestKernel(guest, domain_dir, specs, name).run())
     return 0
-
-
-@dataclass
-class _Running:
-    """A device the kernel brought up, and what to close when it goes."""
-
-    spec: DiskSpec
-    opened: OpenedTransport
-    driver: VirtioBlkDriver
-    server: NbdServer | None = None
 
 
 class GuestKernel:
@@ -86,13 +73,16 @@ class GuestKernel:
     removed (hot-unplug, as a Linux frontend leaves when libxl detaches it).
     """
 
-    def __init__(self, guest: Guest, domain_dir: DomainDir, specs: list[DeviceSpec]) -> None:
+    def __init__(
+        self, guest: Guest, domain_dir: DomainDir, specs: list[DeviceSpec], name: str = ""
+    ) -> None:
         store = guest.hypervisor.store
         if store is None:
             raise RuntimeError("the guest has no XenStore")
         self.guest, self.store, self.dir, self.specs = guest, store, domain_dir, specs
+        self.context = GuestContext(domain_dir, name or f"domain{guest.domid}")
         self.devices = GuestDevices(guest)
-        self.running: dict[str, _Running] = {}
+        self.running: dict[str, Service] = {}
         self.tried: dict[int, bytes] = {}  # hot-plug announcements acted on, by devid
         self.home = f"/local/domain/{guest.domid}"
 
@@ -126,7 +116,7 @@ class GuestKernel:
     def _report(self, reported: dict[str, int]) -> None:
         """Publish each disk's reconnect count when it changes (a backend restarted)."""
         for name, device in self.running.items():
-            count = device.driver.reconnects
+            count = device.reconnects
             if count != reported.get(name, 0):
                 reported[name] = count
                 _publish(self.store, endpoint_dir(self.guest.domid, name), {"reconnects": count})
@@ -181,42 +171,25 @@ class GuestKernel:
         return spec
 
     async def _close(self, name: str) -> None:
-        device = self.running.pop(name)
-        if device.server is not None:
-            await device.server.close()
-        with contextlib.suppress(Exception):
-            device.driver.close()
-        with contextlib.suppress(Exception):
-            device.opened.close()
+        await self.running.pop(name).close()
 
     async def _bring_up(self, spec: DeviceSpec) -> None:
         base = endpoint_dir(self.guest.domid, spec.name)
         _publish(self.store, base, {"state": "starting"})
         try:
-            if not isinstance(spec, DiskSpec):
-                raise ValueError(f"no driver for a {spec.kind}")
-            ring = await self._disk(spec)
+            opened = self.devices.open(spec)
+            try:
+                service = await start_service(spec, opened, self.context)
+            except BaseException:
+                with contextlib.suppress(Exception):  # a service may have closed it
+                    opened.close()
+                raise
         except Exception as exc:
             log.warning("%s: %s", spec.name, exc)
             _publish(self.store, base, {"state": "failed", "error": _describe(exc)})
             return
-        _publish(self.store, base, {"state": "ready", "ring": ring})
-
-    async def _disk(self, spec: DiskSpec) -> str:
-        opened = self.devices.open(spec)
-        if opened.transport.device_id != S.VirtioDeviceId.BLOCK:
-            opened.close()
-            raise ValueError(f"device id {opened.transport.device_id} is not a disk")
-        ring = DEFAULT_RING_FEATURES
-        if spec.ring == "split":
-            ring &= ~bit(S.VIRTIO_F_RING_PACKED)
-        driver = VirtioBlkDriver(opened.transport, ring_features=ring, queue_size=64)
-        opened.set_handler(driver.interrupt)
-        device = self.running[spec.name] = _Running(spec, opened, driver)
-        device.server = NbdServer(driver, export_name=spec.vdev,
-                                  description=f"{spec.transport} disk")  # fmt: skip
-        await device.server.start_unix(self.dir.nbd_socket(spec.name))
-        return "packed" if driver.features & bit(S.VIRTIO_F_RING_PACKED) else "split"
+        self.running[spec.name] = service
+        _publish(self.store, base, {"state": "ready", "ring": service.ring})
 
 
 def _publish(store: XenstoreClient, base: str, values: dict[str, Any]) -> None:

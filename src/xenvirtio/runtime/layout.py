@@ -6,6 +6,8 @@ keys its guest publishes in XenStore.
     <run-dir>/domains/<domid>/backend.log      its log
     <run-dir>/domains/<domid>/backend.status   what it serves after each reload (JSON)
     <run-dir>/domains/<domid>/<name>.nbd       a disk's NBD export (served by the guest)
+    <run-dir>/domains/<domid>/<name>.pty       a console's pty path (written by the backend)
+    <run-dir>/domains/<domid>/<name>.rng       an rng's entropy socket (served by the guest)
 
     /local/domain/<domid>/data/xenvirtio/<name>/state     starting | ready | failed
     /local/domain/<domid>/data/xenvirtio/<name>/ring      split | packed (negotiated)
@@ -63,6 +65,12 @@ class DomainDir:
 
     def nbd_socket(self, name: str) -> Path:
         return self.path / f"{name}.nbd"
+
+    def pty_file(self, name: str) -> Path:
+        return self.path / f"{name}.pty"
+
+    def rng_socket(self, name: str) -> Path:
+        return self.path / f"{name}.rng"
 
 
 def endpoint_dir(domid: int, name: str) -> str:

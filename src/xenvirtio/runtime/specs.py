@@ -11,12 +11,15 @@ an error names the field (``devices[1].queues: ...``).
     assert spec_from_json(data) == spec
     specs = specs_from_json(json.loads(text))       # a domain's list, cross-checked
 
-Net, console and rng specs join `SPEC_KINDS` with the same common fields.
+A NIC (`NetSpec`), a console (`ConsoleSpec`) and an entropy device (`RngSpec`) have
+the same common fields; NICs are named by the guest's interface (``eth0``), consoles
+and entropy devices by kind and unit (``console0``, ``rng0``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +36,12 @@ MAX_DOMID: Final = 0x7FEF  # DOMID_FIRST_RESERVED - 1
 MAX_QUEUES: Final = 16
 MAX_SERIAL: Final = 20  # VIRTIO_BLK_ID_BYTES
 MAX_PATH: Final = 4096
+MAX_UNIT: Final = 15
+MAX_RNG_RATE: Final = 1 << 30  # bytes per second
 _VDEV = re.compile(r"[a-z][a-z0-9]{0,15}")
+_IFNAME = re.compile(r"eth[0-9]{1,3}")
+_BRIDGE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # IFNAMSIZ - 1
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 class SpecError(ValueError):
@@ -87,7 +95,58 @@ class DiskSpec(DeviceSpec):
         return self.vdev
 
 
-SPEC_KINDS: Final[dict[str, type[DeviceSpec]]] = {"disk": DiskSpec}
+@dataclass(frozen=True, kw_only=True)
+class NetSpec(DeviceSpec):
+    """A virtio-net NIC: the backend's TAP on ``bridge`` (in the host's backend network
+    namespace), the guest's interface ``ifname`` with ``mac`` and ``ip`` (an address
+    with its prefix, or "" for none) in the domain's own namespace."""
+
+    kind: ClassVar[str] = "net"
+    ifname: str
+    mac: str
+    ip: str = ""
+    bridge: str = "xenbr0"
+    mtu: int = 1500
+    queues: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.ifname
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsoleSpec(DeviceSpec):
+    """A virtio-console whose port 0 is a pty of the backend domain."""
+
+    kind: ClassVar[str] = "console"
+    unit: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"console{self.unit}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RngSpec(DeviceSpec):
+    """A virtio-rng fed from the backend's CSPRNG; ``rate`` bytes/s (0: no limit),
+    bursts of up to ``burst`` bytes (0: one second's worth)."""
+
+    kind: ClassVar[str] = "rng"
+    unit: int = 0
+    rate: int = 0
+    burst: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"rng{self.unit}"
+
+
+SPEC_KINDS: Final[dict[str, type[DeviceSpec]]] = {
+    "disk": DiskSpec,
+    "net": NetSpec,
+    "console": ConsoleSpec,
+    "rng": RngSpec,
+}
 
 
 # -- validation of one field ----------------------------------------------------------
@@ -139,11 +198,51 @@ def _check_disk(where: str, spec: DiskSpec) -> None:
         raise SpecError(f"{where}.serial", "must be printable ASCII")
 
 
+def _pattern(where: str, value: object, pattern: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise SpecError(where, f"must match {pattern.pattern}, not {value!r}")
+    return value
+
+
+def _check_net(where: str, spec: NetSpec) -> None:
+    _pattern(f"{where}.ifname", spec.ifname, _IFNAME)
+    mac = _pattern(f"{where}.mac", spec.mac, _MAC)
+    if int(mac[:2], 16) & 1:
+        raise SpecError(f"{where}.mac", "must be a unicast address (first octet even)")
+    ip = _text(f"{where}.ip", spec.ip, 64)
+    if ip:
+        try:
+            ipaddress.ip_interface(ip)
+        except ValueError:
+            raise SpecError(
+                f"{where}.ip", f"must be an address with its /prefix, not {ip!r}"
+            ) from None
+        if "/" not in ip:
+            raise SpecError(f"{where}.ip", f"needs its /prefix, not {ip!r}")
+    _pattern(f"{where}.bridge", spec.bridge, _BRIDGE)
+    _int(f"{where}.mtu", spec.mtu, 68, 65535)
+    _int(f"{where}.queues", spec.queues, 1, MAX_QUEUES)
+
+
+def _check_rng(where: str, spec: RngSpec) -> None:
+    _int(f"{where}.unit", spec.unit, 0, MAX_UNIT)
+    _int(f"{where}.rate", spec.rate, 0, MAX_RNG_RATE)
+    _int(f"{where}.burst", spec.burst, 0, MAX_RNG_RATE)
+    if spec.burst and not spec.rate:
+        raise SpecError(f"{where}.burst", "needs a rate")
+
+
 def check_spec(spec: DeviceSpec, where: str = "device") -> DeviceSpec:
     """Validate a spec built in code as strictly as one read from JSON."""
     _check_common(where, spec)
     if isinstance(spec, DiskSpec):
         _check_disk(where, spec)
+    elif isinstance(spec, NetSpec):
+        _check_net(where, spec)
+    elif isinstance(spec, ConsoleSpec):
+        _int(f"{where}.unit", spec.unit, 0, MAX_UNIT)
+    elif isinstance(spec, RngSpec):
+        _check_rng(where, spec)
     return spec
 
 

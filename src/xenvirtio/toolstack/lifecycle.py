@@ -140,9 +140,8 @@ def pending_devices(cfg: DomainConfig) -> list[dict[str, str]]:
             "transport": str(d.channel.transport)}
            for d in cfg.disks if d.channel.specification is Specification.XEN]  # fmt: skip
     out += [{"name": f"vif{n.index}", "kind": "nic", "specification": str(n.channel.specification),
-             "transport": str(n.channel.transport)} for n in cfg.nics]  # fmt: skip
-    out += [{"name": v.kind, "kind": v.kind, "specification": str(v.channel.specification),
-             "transport": str(v.channel.transport)} for v in cfg.virtio]  # fmt: skip
+             "transport": str(n.channel.transport)}
+            for n in cfg.nics if n.channel.specification is Specification.XEN]  # fmt: skip
     return out
 
 

@@ -7,7 +7,10 @@ The truth, from the hypervisor, the processes and XenStore, not from what was as
   ``degraded`` when it runs but its backend process is dead;
 - a device's ``state`` is what the guest reported (``starting``, ``ready``,
   ``failed``), ``down`` when the guest or the backend is gone, ``unknown`` when
-  XenStore does not answer; ``nbd_socket`` is set only while a disk is ``ready``.
+  XenStore does not answer; ``nbd_socket`` is set only while a disk is ``ready``;
+  a NIC has ``netns``, ``ifname``, ``ip`` and ``mac`` (run programs in ``netns`` to use
+  it), a console its ``pty`` (`xenvirtio console`), an rng its ``socket`` (write a byte
+  count and a newline, read that many bytes) while ``ready``.
 - devices the runtime cannot run yet are listed with ``state`` = ``pending``.
 """
 
@@ -88,7 +91,7 @@ def _device(spec: DeviceSpec, endpoint: DeviceEndpoint | None, domain_state: str
     elif not backend_alive:
         state, error = "down", "its backend process is dead"
     nbd = endpoint.nbd if endpoint is not None and state == "ready" else None
-    return {
+    out = {
         "name": spec.name,
         "kind": spec.kind,
         "specification": "virtio",
@@ -99,6 +102,22 @@ def _device(spec: DeviceSpec, endpoint: DeviceEndpoint | None, domain_state: str
         "error": error if state != "ready" else None,
         "nbd_socket": str(nbd) if nbd is not None else None,
     }
+    if endpoint is not None:
+        out.update(_reach(spec.kind, endpoint, state == "ready"))
+    return out
+
+
+def _reach(kind: str, endpoint: DeviceEndpoint, ready: bool) -> dict[str, Any]:
+    """How a host program reaches a NIC, a console or an rng."""
+    if kind == "net":
+        return {"netns": endpoint.netns, "ifname": endpoint.ifname, "ip": endpoint.ip,
+                "mac": endpoint.mac}  # fmt: skip
+    if kind == "console":
+        return {"pty": str(endpoint.pty) if endpoint.pty is not None else None}
+    if kind == "rng":
+        socket = endpoint.socket if ready else None
+        return {"socket": str(socket) if socket is not None else None}
+    return {}
 
 
 def _pending(device: object) -> dict[str, Any]:

@@ -1,28 +1,38 @@
 """A `DomainConfig`'s devices as the runtime's frozen specs (`xenvirtio.runtime.specs`).
 
     devices = runtime_specs(cfg, resolve_domid=lookup)   # ConfigError at the entry's line
-    devices.specs      # DiskSpec(...), ... checked by the runtime's own rules
+    devices.specs      # DiskSpec(...), NetSpec(...), ... checked by the runtime's rules
     devices.pending    # devices the runtime has no spec kind for yet, by name
 
 Device IDs are numbered per transport in file order (disks, then vifs, then virtio
-entries), so the same file always gives the same guest layout.
+entries), so the same file always gives the same guest layout. A vif becomes a
+`NetSpec` (``eth<index>``; without ``mac=`` one is derived from the domain's name and
+the vif's index, under Xen's OUI 00:16:3e; an address without a prefix gets /24, or
+/64 for IPv6); ``virtio`` entries become `ConsoleSpec` and `RngSpec`. Classic PV
+(``specification=xen``) disks and vifs stay pending.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from xenvirtio.runtime.specs import (
     MAX_DOMID,
+    ConsoleSpec,
     DeviceSpec,
     DiskSpec,
+    NetSpec,
+    RngSpec,
     SpecError,
     check_domain_devices,
     check_spec,
 )
-from xenvirtio.toolstack.domcfg import Disk, DomainConfig
+from xenvirtio.toolstack.domcfg import Disk, DomainConfig, Nic, VirtioDevice
 from xenvirtio.toolstack.errors import ConfigError
 from xenvirtio.toolstack.options import Specification, is_dom0
 
@@ -56,32 +66,87 @@ def _disk_spec(disk: Disk, devid: int, domid: int) -> DiskSpec:
     )
 
 
+def derived_mac(domain: str, index: int) -> str:
+    """A stable MAC for a vif without ``mac=`` (Xen's OUI, as libxl picks its own)."""
+    h = hashlib.sha256(f"{domain}/{index}".encode()).digest()
+    return "00:16:3e:" + ":".join(f"{b:02x}" for b in (h[0] & 0x7F, h[1], h[2]))
+
+
+def _with_prefix(ip: str) -> str:
+    iface = ipaddress.ip_interface(ip)
+    if "/" in ip:
+        return str(iface)
+    return f"{iface.ip}/{24 if iface.version == 4 else 64}"
+
+
+def _net_spec(cfg: DomainConfig, nic: Nic, devid: int, domid: int) -> NetSpec:
+    return NetSpec(
+        devid=devid,
+        ifname=f"eth{nic.index}",
+        mac=nic.mac or derived_mac(cfg.name, nic.index),
+        ip=_with_prefix(nic.ips[0]) if nic.ips else "",
+        bridge=nic.bridge or "xenbr0",
+        mtu=nic.mtu or 1500,
+        transport=nic.channel.transport.value,
+        backend_domid=domid,
+        grant_usage=nic.channel.grant_usage,
+    )
+
+
+def _virtio_spec(dev: VirtioDevice, unit: int, devid: int, domid: int) -> DeviceSpec:
+    cls = ConsoleSpec if dev.kind == "console" else RngSpec
+    return cls(devid=devid, unit=unit, transport=dev.channel.transport.value,
+               backend_domid=domid, grant_usage=dev.channel.grant_usage)  # fmt: skip
+
+
+class _Builder:
+    """Specs in file order, devids counted per transport, each error at its line."""
+
+    def __init__(self, cfg: DomainConfig, resolve_domid: DomidResolver) -> None:
+        self.cfg, self.resolve = cfg, resolve_domid
+        self.devids: Counter[str] = Counter()
+        self.units: Counter[str] = Counter()
+        self.specs: list[DeviceSpec] = []
+        self.lines: list[tuple[int, str]] = []
+
+    def add(self, key: str, line: int, where: str, transport: str, backend: str,
+            make: Callable[[int, int], DeviceSpec]) -> None:  # fmt: skip
+        try:
+            spec = check_spec(make(self.devids[transport], self.resolve(backend)), where)
+        except (SpecError, LookupError, ValueError) as exc:
+            raise ConfigError(self.cfg.source, line, key, str(exc)) from None
+        self.devids[transport] += 1
+        self.specs.append(spec)
+        self.lines.append((line, key))
+
+
 def runtime_specs(
     cfg: DomainConfig, resolve_domid: DomidResolver = numeric_domid
 ) -> RuntimeDevices:
     """Every device the runtime can run as a checked spec; the rest named in ``pending``."""
-    devids: Counter[str] = Counter()
-    specs: list[DeviceSpec] = []
-    lines: list[int] = []
+    b = _Builder(cfg, resolve_domid)
     pending: list[str] = []
     for disk in cfg.disks:
         if disk.channel.specification is Specification.XEN:
             pending.append(f"disk {disk.vdev} (classic blkif)")
             continue
-        transport = disk.channel.transport.value
-        where = f"disk {disk.vdev}"
-        try:
-            domid = resolve_domid(disk.channel.backend)
-            spec = check_spec(_disk_spec(disk, devids[transport], domid), where)
-        except (SpecError, LookupError) as exc:
-            raise ConfigError(cfg.source, disk.line, "disk", str(exc)) from None
-        devids[transport] += 1
-        specs.append(spec)
-        lines.append(disk.line)
-    pending += [f"vif {nic.index} ({nic.channel.specification}-net)" for nic in cfg.nics]
-    pending += [f"{dev.kind} (virtio)" for dev in cfg.virtio]
+        b.add("disk", disk.line, f"disk {disk.vdev}", disk.channel.transport.value,
+              disk.channel.backend, partial(_disk_spec, disk))  # fmt: skip
+    for nic in cfg.nics:
+        if nic.channel.specification is Specification.XEN:
+            pending.append(f"vif {nic.index} (classic netif)")
+            continue
+        b.add("vif", nic.line, f"vif {nic.index}", nic.channel.transport.value,
+              nic.channel.backend, partial(_net_spec, cfg, nic))  # fmt: skip
+    for dev in cfg.virtio:
+        unit = b.units[dev.kind]
+        b.units[dev.kind] += 1
+        b.add("virtio", dev.line, dev.kind, dev.channel.transport.value, dev.channel.backend,
+              partial(_virtio_spec, dev, unit))  # fmt: skip
     try:
-        check_domain_devices(specs)
-    except SpecError as exc:
-        raise ConfigError(cfg.source, lines[0] if lines else 0, "disk", str(exc)) from None
-    return RuntimeDevices(tuple(specs), tuple(pending))
+        check_domain_devices(b.specs)
+    except SpecError as exc:  # exc.where is "devices[N]...": blame entry N's line
+        n = int(exc.where.split("[", 1)[1].split("]", 1)[0])
+        line, key = b.lines[n]
+        raise ConfigError(cfg.source, line, key, str(exc)) from None
+    return RuntimeDevices(tuple(b.specs), tuple(pending))
