@@ -286,7 +286,7 @@ def _teardown(hv: Hypervisor, domain: DomainDir, specs: list[DeviceSpec],
     for spec in specs:
         unplug(hv, domain.domid, spec)
     shutil.rmtree(domain.path, ignore_errors=True)
-    if network.nics(specs):
+    if network.nics(specs) or network.has_netns(domain.run_dir, domain.domid):  # hot-plugged
         network.release(domain.run_dir, domain.domid, _nics_in_use(domain.run_dir))
 
 

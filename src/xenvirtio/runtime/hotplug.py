@@ -3,7 +3,8 @@
     endpoint = attach_device(hv, domid, run_dir, DiskSpec(devid=1, vdev="xvdb", ...))
     detach_device(hv, domid, run_dir, "xvdb")
 
-Attach: the spec joins ``devices.json``, its XenBus directories are plugged with the spec
+Attach: a NIC first gets its namespaces and bridge (`network.prepare_hotplug`); the
+spec joins ``devices.json``, its XenBus directories are plugged with the spec
 announced in the frontend directory (`layout.HOTPLUG_SPEC_KEY`), the backend process is
 told to read its specs again (SIGHUP; it answers in ``backend.status``), and the guest
 kernel, which watches ``device/virtio``, brings the device up and reports it ready.
@@ -34,8 +35,10 @@ from xenvirtio.hv.xenbus.ops import read_optional
 from xenvirtio.runtime.devices import plug, unplug, xenbus_place
 from xenvirtio.runtime.domain import DeviceEndpoint, inspect
 from xenvirtio.runtime.layout import DomainDir, endpoint_dir
+from xenvirtio.runtime.network import prepare_hotplug
 from xenvirtio.runtime.specs import (
     DeviceSpec,
+    NetSpec,
     check_domain_devices,
     check_spec,
     specs_from_json,
@@ -77,6 +80,8 @@ def attach_device(hv: Hypervisor, domid: int, run_dir: Path, spec: DeviceSpec,
     if spec.transport != "xenbus":
         raise HotplugError(NOT_HOTPLUGGABLE.format(transport=spec.transport))
     check_domain_devices([*specs, spec])
+    if isinstance(spec, NetSpec):  # before the backend opens its TAP on the bridge
+        prepare_hotplug(run_dir, domid, spec)
     _write_specs(domain, [*specs, spec])
     try:
         plug(hv, domid, spec, announce=True)

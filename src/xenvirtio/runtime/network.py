@@ -7,9 +7,10 @@
 
 ``<tag>`` is derived from the run directory, so every process of a host (toolstack,
 backends, guest kernels) finds the same names and two hosts never meet. The runtime
-creates a domain's namespace before the domain starts and removes it when the domain is
-torn down; the backend namespace lives while some domain of the host has a NIC and
-goes with the last one (or at ``host stop``). Creating them needs CAP_NET_ADMIN.
+creates a domain's namespace before the domain starts (or when a NIC is hot-plugged
+into a domain that has none) and removes it when the domain is torn down; the backend
+namespace lives while some domain of the host has a NIC and goes with the last one (or
+at ``host stop``). Creating them needs CAP_NET_ADMIN.
 """
 
 from __future__ import annotations
@@ -59,6 +60,27 @@ def prepare(run_dir: Path, domid: int, specs: list[DeviceSpec]) -> None:
     wanted = nics(specs)
     if not wanted:
         return
+    _bridges(run_dir, wanted)
+    guest = guest_netns(run_dir, domid)
+    remove_netns(guest)  # a stale one of an earlier domain with this id
+    _new_ns(guest)
+
+
+def prepare_hotplug(run_dir: Path, domid: int, spec: NetSpec) -> None:
+    """Before ``spec`` joins running domain ``domid``: the backend namespace and the
+    NIC's bridge, and the domain's namespace, each made if missing (a domain that
+    started without NICs has none; `release` removes it with the domain)."""
+    _bridges(run_dir, [spec])
+    guest = guest_netns(run_dir, domid)
+    if not netns_exists(guest):
+        _new_ns(guest)
+
+
+def has_netns(run_dir: Path, domid: int) -> bool:
+    return netns_exists(guest_netns(run_dir, domid))
+
+
+def _bridges(run_dir: Path, wanted: list[NetSpec]) -> None:
     backend = backend_netns(run_dir)
     if not netns_exists(backend):
         _new_ns(backend)
@@ -67,9 +89,6 @@ def prepare(run_dir: Path, domid: int, specs: list[DeviceSpec]) -> None:
             if not nl.exists(spec.bridge):
                 nl.add_bridge(spec.bridge, mtu=spec.mtu)
             nl.set_link(spec.bridge, up=True)
-    guest = guest_netns(run_dir, domid)
-    remove_netns(guest)  # a stale one of an earlier domain with this id
-    _new_ns(guest)
 
 
 def release(run_dir: Path, domid: int, still_used: bool) -> None:
