@@ -58,6 +58,11 @@ def test_json_round_trip(spec: DiskSpec) -> None:
         ({"vdev": "Xvda"}, "device.vdev"),
         ({"image": "disk.img"}, "device.image"),
         ({"image": "/a\0b"}, "device.image"),
+        ({"specification": "qemu"}, "device.specification"),
+        ({"specification": "xen", "transport": "pci"}, "device.transport"),
+        ({"specification": "xen", "ring": "packed"}, "device.ring"),
+        ({"specification": "xen", "grant_usage": False}, "device.grant_usage"),
+        ({"specification": "xen", "serial": "s1"}, "device.serial"),
         ({"image": 5}, "device.image"),
         ({"read_only": "yes"}, "device.read_only"),
         ({"queues": 0}, "device.queues"),
@@ -103,3 +108,17 @@ def test_places_are_deterministic() -> None:
     assert pci_slot(spec) == 7 and pci_place(spec) == 7 << 3
     place = mmio_place(spec_from_json({**DISK, "devid": 10, "transport": "mmio"}))
     assert (place.base, place.gsi) == (0x0200_0000 + 10 * 0x1000, 43)
+
+
+def test_classic_devices_have_places_of_their_own() -> None:
+    """A vbd does not take a virtio devid; two XenBus NICs (virtio or vif) with one
+    devid would share the backend TAP name ``vif<domid>.<devid>`` and are refused."""
+    classic = {**DISK, "vdev": "xvdb", "specification": "xen"}
+    specs = specs_from_json([DISK, classic])
+    assert [s.place for s in specs] == [("xenbus", 0), ("vbd", 0)]
+    nic = {"kind": "net", "devid": 0, "ifname": "eth0", "mac": "00:16:3e:00:00:01"}
+    vif = {**nic, "ifname": "eth1", "specification": "xen"}
+    with pytest.raises(SpecError, match=r"^devices\[1\]\.devid: its TAP"):
+        specs_from_json([nic, vif])
+    assert [s.place for s in specs_from_json([nic, {**vif, "devid": 1}])] == [
+        ("xenbus", 0), ("vif", 1)]  # fmt: skip

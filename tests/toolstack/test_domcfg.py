@@ -185,6 +185,7 @@ def test_runtime_specs_numbered_per_transport_and_checked() -> None:
         DiskSpec(devid=0, vdev="xvda", image="/a", transport="pci", grant_usage=False),
         DiskSpec(devid=0, vdev="xvdb", image="/b", read_only=True, grant_usage=True),
         DiskSpec(devid=1, vdev="xvdc", image="/c", transport="pci", grant_usage=False),
+        DiskSpec(devid=0, vdev="xvdd", image="/d", grant_usage=True, specification="xen"),
         NetSpec(
             devid=2,
             ifname="eth0",
@@ -196,10 +197,14 @@ def test_runtime_specs_numbered_per_transport_and_checked() -> None:
             grant_usage=False,
         ),
         NetSpec(devid=1, ifname="eth1", mac="02:00:00:00:00:07", grant_usage=True),
+        # a classic vif is numbered with the XenBus virtio devices: TAP vif<domid>.2
+        NetSpec(
+            devid=2, ifname="eth2", mac=derived_mac("g", 2), grant_usage=True, specification="xen"
+        ),
         RngSpec(devid=3, transport="pci", grant_usage=False),
-        ConsoleSpec(devid=2, grant_usage=True),
+        ConsoleSpec(devid=3, grant_usage=True),
     )
-    assert devices.pending == ("disk xvdd (classic blkif)", "vif 2 (classic netif)")
+    assert devices.pending == ()
     assert derived_mac("g", 0).startswith("00:16:3e:") and derived_mac("g", 1) != derived_mac(
         "g", 0
     )

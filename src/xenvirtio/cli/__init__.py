@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "console": "xenvirtio.cli.domains:console",
     "block-attach": "xenvirtio.cli.block:block_attach",
     "block-detach": "xenvirtio.cli.block:block_detach",
+    "network-attach": "xenvirtio.cli.network:network_attach",
+    "network-detach": "xenvirtio.cli.network:network_detach",
 }
 
 

@@ -5,7 +5,7 @@ XenStore, creates the domain of examples/demo.cfg and shows its disk working (a 
 system made, written and read through the guest's virtio-blk disk over NBD), its XenStore
 tree, a disk hot-plugged and unplugged, its NIC (ping and iperf3 from the guest's
 network namespace; needs root), its console and its entropy device, then a PV-on-HVM
-domain with virtio-pci disks; features not built yet are printed as pending.
+domain with virtio-pci disks and a domain with classic PV devices (blkif, netif).
 Everything is torn down at the end (also on failure); the exit status is 1 if any step
 failed.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import click
 
+from xenvirtio.cli import demo_classic as classic
 from xenvirtio.cli import demo_devices as devices
 from xenvirtio.cli import demo_steps as steps
 from xenvirtio.cli.demo_runner import Demo
@@ -91,8 +92,8 @@ def _tour(tour: Demo) -> None:
     tour.step("virtio-rng: entropy from the guest's device", devices.entropy, needs=[CREATE])
     tour.step("A second domain: PV-on-HVM with virtio-pci disks (examples/hvm-pci.cfg)",
               steps.pci_domain, needs=[HOST])  # fmt: skip
-    tour.section("Not built yet")
-    steps.pending(tour)
+    tour.step("A third domain: classic PV blkif and netif (examples/classic-pv.cfg)",
+              classic.classic_domain, needs=[HOST])  # fmt: skip
     tour.step("Shut the domains down", steps.teardown, needs=[CREATE])
     tour.step("Stop the host: nothing left behind", steps.stop_host, needs=[HOST])
 

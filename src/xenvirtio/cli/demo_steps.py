@@ -148,10 +148,6 @@ def pci_domain(demo: Demo) -> None:
     demo.check("is_read_only: true" in out, "xvdb is read-only, as its config says")
 
 
-def pending(demo: Demo) -> None:
-    demo.pending("classic PV domain", "blkfront/netfront rings (examples/classic-pv.cfg)")
-
-
 def teardown(demo: Demo) -> None:
     out = xv(demo, "shutdown", "--run-dir", str(demo.run_dir), "demo")
     demo.check("shut down" in out, "demo powered off by itself (control/shutdown)")

@@ -20,6 +20,12 @@ R = TypeVar("R")
 _TIMEOUT = 30.0
 
 
+def enter_netns(name: str) -> None:
+    """Move the calling thread (only) into network namespace ``name``: a thread that
+    lives there makes its TAPs and netlink sockets there without forking a helper."""
+    _netns.setns(name, flags=0, fork=False)
+
+
 def run_in_netns(name: str | None, fn: Callable[[], R]) -> R:
     """``fn()`` run in network namespace ``name`` (None: the caller's, on this thread)."""
     if name is None:
@@ -28,7 +34,7 @@ def run_in_netns(name: str | None, fn: Callable[[], R]) -> R:
 
     def body() -> None:
         try:
-            _netns.setns(name, flags=0, fork=False)  # this thread only
+            enter_netns(name)
             box["value"] = fn()
         except BaseException as err:
             box["error"] = err

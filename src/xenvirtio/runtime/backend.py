@@ -5,6 +5,8 @@ a new instance starts Closed and the frontend reconnects, docs/xenbus-transport.
 section 8); pci and mmio devices go to a `DeviceModelHost` (one ioreq server for the
 domain, each device at its `runtime.devices` place). Disks share one
 `ThreadPoolEngine`; NICs and consoles need the host's ``run_dir`` (`runtime.models`).
+Classic PV disks and NICs (``specification`` "xen") go to blkback and netback
+(`runtime.classic.ClassicBackends`).
 
     backend = DomainBackend(hv, domid, specs, run_dir=run_dir)
     await backend.start()                  # on the loop; raises (and undoes) on failure
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from xenvirtio.devices.blk.engine import ThreadPoolEngine
 from xenvirtio.hv.api import Hypervisor, HypervisorError
+from xenvirtio.runtime.classic import ClassicBackends
 from xenvirtio.runtime.devices import mmio_place, pci_slot, xenbus_place
 from xenvirtio.runtime.layout import DomainDir
 from xenvirtio.runtime.models import Model, ModelContext, open_model
@@ -58,6 +61,7 @@ class DomainBackend:
         self.domain = DomainDir(run_dir, domid) if run_dir is not None else None
         self.engine = ThreadPoolEngine(workers)
         self.models: dict[str, Model] = {}
+        self.classic = ClassicBackends(hv, domid, run_dir)
         self.runner: BackendRunner | None = None
         self.host: DeviceModelHost | None = None
         self.ioreq: GuestServer | None = None
@@ -69,20 +73,28 @@ class DomainBackend:
             for spec in self.specs:
                 if spec.backend_domid != self.hv.domid:
                     raise ValueError(f"{spec.name}: served by domain {spec.backend_domid}")
-                self.models[spec.name] = open_model(spec, self._context())
+                if spec.xen_devtype is not None:
+                    self.classic.add(spec)
+                else:
+                    self.models[spec.name] = open_model(spec, self._context())
             self._start_xenbus()
             self._start_ioreq()
         except BaseException:
             await self.close()
             raise
-        log.info("domain %d: serving %s", self.domid, ", ".join(self.models))
+        log.info("domain %d: serving %s", self.domid, ", ".join(self.serving))
+
+    @property
+    def serving(self) -> list[str]:
+        """The names of the devices served, virtio first."""
+        return [*self.models, *self.classic.served]
 
     def _context(self) -> ModelContext:
         return ModelContext(self.engine, asyncio.get_running_loop(), self.domain)
 
     def _start_xenbus(self) -> None:
         for spec in self.specs:
-            if spec.transport == "xenbus":
+            if spec.transport == "xenbus" and spec.xen_devtype is None:
                 self._serve_xenbus(spec)
 
     def _serve_xenbus(self, spec: DeviceSpec) -> None:
@@ -109,12 +121,15 @@ class DomainBackend:
                 self._hotplug(spec)
             except Exception as exc:
                 failed[spec.name] = str(exc)
-        kept = [s for s in self.specs if s.name not in wanted and s.name in self.models]
-        self.specs = [s for s in specs if s.name in self.models] + kept
-        log.info("domain %d: now serving %s", self.domid, ", ".join(self.models) or "nothing")
+        served = set(self.serving)
+        kept = [s for s in self.specs if s.name not in wanted and s.name in served]
+        self.specs = [s for s in specs if s.name in served] + kept
+        log.info("domain %d: now serving %s", self.domid, ", ".join(served) or "nothing")
         return failed
 
     def _hotplug(self, spec: DeviceSpec) -> None:
+        if spec.xen_devtype is not None:
+            raise ValueError(f"{spec.name}: classic devices cannot be added at run time")
         if spec.transport != "xenbus":
             raise ValueError(f"{spec.name}: only xenbus devices can be added at run time")
         if spec.backend_domid != self.hv.domid:
@@ -127,6 +142,8 @@ class DomainBackend:
             raise
 
     def _unserve(self, spec: DeviceSpec) -> None:
+        if spec.xen_devtype is not None:
+            raise ValueError(f"{spec.name}: classic devices cannot be removed at run time")
         if spec.transport != "xenbus":
             raise ValueError(f"{spec.name}: only xenbus devices can be removed at run time")
         if self.runner is not None:
@@ -170,6 +187,7 @@ class DomainBackend:
         if self.host is not None:
             self.host.close()
             self.host = None
+        self.classic.close()
         for name, model in self.models.items():
             with contextlib.suppress(Exception):
                 model.close()
@@ -252,7 +270,7 @@ class SpecFileReloader:
 
     def write(self, backend: DomainBackend, failed: dict[str, str]) -> None:
         self.generation += 1
-        status = {"generation": self.generation, "serving": list(backend.models),
+        status = {"generation": self.generation, "serving": backend.serving,
                   "failed": failed}  # fmt: skip
         tmp = self.status_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(status))

@@ -13,7 +13,8 @@ there), the guest (which looks for it there) and a restarted backend all agree:
 `unplug` removes them. A device plugged into a running guest (``announce=True``) also
 carries its spec in the frontend directory (`layout.HOTPLUG_SPEC_KEY`). pci and mmio
 devices need no XenStore nodes: their device model claims the slot or window through
-its ioreq server when it starts.
+its ioreq server when it starts. A classic PV disk or NIC (``specification`` "xen")
+is a ``vbd`` or ``vif`` device, with the keys xl writes for one (`classic_entries`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from xenvirtio.hv.api import Hypervisor
 from xenvirtio.hv.xenbus.client import create_device, remove_device
 from xenvirtio.hv.xenbus.paths import BackendPath, FrontendPath
 from xenvirtio.runtime.layout import HOTPLUG_SPEC_KEY
-from xenvirtio.runtime.specs import DeviceSpec, spec_to_json
+from xenvirtio.runtime.specs import DeviceSpec, DiskSpec, NetSpec, spec_to_json
+from xenvirtio.spec import netif as N
 from xenvirtio.spec.pci import pci_bdf
 from xenvirtio.transport.ioreq.guest_bus import (
     GUEST_VIRTIO_MMIO_BASE,
@@ -60,8 +62,25 @@ def mmio_place(spec: DeviceSpec) -> MmioPlace:
 
 
 def xenbus_place(domid: int, spec: DeviceSpec) -> tuple[FrontendPath, BackendPath]:
-    fe = FrontendPath(domid, DEVTYPE, spec.devid)
-    return fe, BackendPath(spec.backend_domid, DEVTYPE, domid, spec.devid)
+    devtype = spec.xen_devtype or DEVTYPE
+    fe = FrontendPath(domid, devtype, spec.devid)
+    return fe, BackendPath(spec.backend_domid, devtype, domid, spec.devid)
+
+
+Entries = dict[str, str | int | bytes]
+
+
+def classic_entries(spec: DeviceSpec) -> tuple[Entries, Entries]:
+    """(backend, frontend) keys of a vbd or vif beyond XenBus's own, as xl writes them."""
+    if isinstance(spec, DiskSpec):
+        mode = "r" if spec.read_only else "w"
+        return ({"params": spec.image, "type": "phy", "mode": mode, "dev": spec.vdev,
+                 "device-type": "disk", "removable": 0, "bootable": 1},
+                {"virtual-device": spec.devid, "device-type": "disk"})  # fmt: skip
+    if isinstance(spec, NetSpec):
+        common: Entries = {N.KEY_MAC: spec.mac, N.KEY_HANDLE: spec.devid}
+        return {**common, "bridge": spec.bridge, "mtu": spec.mtu}, common
+    raise ValueError(f"a {spec.kind} has no classic form")
 
 
 def plug(hv: Hypervisor, domid: int, spec: DeviceSpec, *, announce: bool = False) -> None:
@@ -71,6 +90,11 @@ def plug(hv: Hypervisor, domid: int, spec: DeviceSpec, *, announce: bool = False
         return
     if hv.store is None:
         raise OSError("plugging a XenBus device needs XenStore")
+    if spec.xen_devtype is not None:
+        back, front = classic_entries(spec)
+        create_device(hv.store, spec.backend_domid, domid, spec.xen_devtype, spec.devid,
+                      back, front)  # fmt: skip
+        return
     extra = {HOTPLUG_SPEC_KEY: json.dumps(spec_to_json(spec))} if announce else None
     create_device(hv.store, spec.backend_domid, domid, DEVTYPE, spec.devid,
                   frontend_entries=extra)  # fmt: skip

@@ -6,7 +6,8 @@ The command line is JSON: the run directory, the domain's name and its device sp
 found in XenStore, PCI functions by the firmware scan). For each device the kernel opens
 the transport at the device's place (`GuestDevices`), probes its driver and serves what
 it gives the host (`guest_services`: a disk's NBD export, a NIC in the domain's network
-namespace, a console's getty, an rng's entropy socket); it reports each device's state
+namespace, a console's getty, an rng's entropy socket); a classic PV disk or NIC gets
+blkfront or netfront instead (`guest_classic`), served the same way. It reports each device's state
 under ``/local/domain/<domid>/data/xenvirtio/<name>/`` (`layout`).
 One asyncio loop runs every driver and export. A device that fails is reported
 ``failed`` with its error; the others carry on. Devices come and go at run time over
@@ -31,6 +32,7 @@ from typing import Any, Final
 from xenvirtio.hv.api.guest import Guest
 from xenvirtio.hv.xenbus.ops import read_optional
 from xenvirtio.runtime.devices import xenbus_place
+from xenvirtio.runtime.guest_classic import ClassicService, start_classic
 from xenvirtio.runtime.guest_services import GuestContext, Service, start_service
 from xenvirtio.runtime.guest_transport import GuestDevices
 from xenvirtio.runtime.layout import HOTPLUG_SPEC_KEY, DomainDir, endpoint_dir
@@ -82,7 +84,7 @@ class GuestKernel:
         self.guest, self.store, self.dir, self.specs = guest, store, domain_dir, specs
         self.context = GuestContext(domain_dir, name or f"domain{guest.domid}")
         self.devices = GuestDevices(guest)
-        self.running: dict[str, Service] = {}
+        self.running: dict[str, Service | ClassicService] = {}
         self.tried: dict[int, bytes] = {}  # hot-plug announcements acted on, by devid
         self.home = f"/local/domain/{guest.domid}"
 
@@ -133,13 +135,16 @@ class GuestKernel:
         listed = {int(d) for d in devids[:MAX_HOTPLUG] if d.isdigit() and len(d) <= 3}
         for name, device in list(self.running.items()):
             spec = device.spec
-            if spec.transport == "xenbus" and (spec.devid not in listed or self._offline(spec)):
+            if spec.xen_devtype is not None or spec.transport != "xenbus":
+                continue  # classic devices stay for the domain's life
+            if spec.devid not in listed or self._offline(spec):
                 await self._close(name)
                 self.tried.pop(spec.devid, None)
                 with contextlib.suppress(XenstoreError):
                     self.store.rm(endpoint_dir(self.guest.domid, name))
         self.tried = {d: raw for d, raw in self.tried.items() if d in listed}
-        busy = {d.spec.devid for d in self.running.values() if d.spec.transport == "xenbus"}
+        busy = {d.spec.devid for d in self.running.values()
+                if d.spec.transport == "xenbus" and d.spec.xen_devtype is None}  # fmt: skip
         for devid in sorted(listed - busy):
             new = self._announced(devid)
             if new is not None:
@@ -162,7 +167,9 @@ class GuestKernel:
             log.warning("device %d: bad %s: %s", devid, HOTPLUG_SPEC_KEY, exc)
             self.tried[devid] = raw
             return None
-        if spec.transport != "xenbus" or spec.devid != devid or spec.name in self.running:
+        if spec.transport != "xenbus" or spec.xen_devtype is not None:
+            return None
+        if spec.devid != devid or spec.name in self.running:
             return None
         _, be = xenbus_place(self.guest.domid, spec)
         if read_optional(self.store, f"{be}/online") != b"1":
@@ -177,19 +184,24 @@ class GuestKernel:
         base = endpoint_dir(self.guest.domid, spec.name)
         _publish(self.store, base, {"state": "starting"})
         try:
-            opened = self.devices.open(spec)
-            try:
-                service = await start_service(spec, opened, self.context)
-            except BaseException:
-                with contextlib.suppress(Exception):  # a service may have closed it
-                    opened.close()
-                raise
+            service = await self._start(spec)
         except Exception as exc:
             log.warning("%s: %s", spec.name, exc)
             _publish(self.store, base, {"state": "failed", "error": _describe(exc)})
             return
         self.running[spec.name] = service
         _publish(self.store, base, {"state": "ready", "ring": service.ring})
+
+    async def _start(self, spec: DeviceSpec) -> Service | ClassicService:
+        if spec.xen_devtype is not None:
+            return await start_classic(spec, self.guest, self.context)
+        opened = self.devices.open(spec)
+        try:
+            return await start_service(spec, opened, self.context)
+        except BaseException:
+            with contextlib.suppress(Exception):  # a service may have closed it
+                opened.close()
+            raise
 
 
 def _publish(store: XenstoreClient, base: str, values: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from typing import Final, Literal
 
 EndpointState = Literal["starting", "ready", "failed"]
 ENDPOINT_STATES: Final = ("starting", "ready", "failed")
-RING_NAMES: Final = ("split", "packed")
+RING_NAMES: Final = ("split", "packed", "blkif", "netif")  # virtqueues; classic rings
 MAX_ERROR: Final = 1024
 # Written by the toolstack in a hot-plugged XenBus device's frontend directory: what a
 # device tree tells a guest at boot, told at run time (the guest learns kind and name).

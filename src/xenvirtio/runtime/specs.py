@@ -11,6 +11,10 @@ an error names the field (``devices[1].queues: ...``).
     assert spec_from_json(data) == spec
     specs = specs_from_json(json.loads(text))       # a domain's list, cross-checked
 
+A disk or NIC with ``specification`` "xen" is a classic PV device instead (blkif
+``vbd`` / netif ``vif``, XenBus with grants only): the same fields, served by blkback
+and netback and driven by blkfront and netfront.
+
 A NIC (`NetSpec`), a console (`ConsoleSpec`) and an entropy device (`RngSpec`) have
 the same common fields; NICs are named by the guest's interface (``eth0``), consoles
 and entropy devices by kind and unit (``console0``, ``rng0``).
@@ -27,8 +31,10 @@ from typing import Any, ClassVar, Final, Literal
 
 Transport = Literal["xenbus", "pci", "mmio"]
 Ring = Literal["split", "packed", "auto"]
+Specification = Literal["virtio", "xen"]
 TRANSPORTS: Final = ("xenbus", "pci", "mmio")
 RINGS: Final = ("split", "packed", "auto")
+SPECIFICATIONS: Final = ("virtio", "xen")
 # Highest devid per transport: XenBus numbers freely; PCI slots 4..31 of bus 0 (slot =
 # 4 + devid); virtio-mmio SPIs 33..43 (GUEST_VIRTIO_MMIO_SPI_FIRST + devid).
 MAX_DEVID: Final = {"xenbus": 255, "pci": 27, "mmio": 10}
@@ -78,6 +84,16 @@ class DeviceSpec:
         """How tools name the device in its domain (file names, XenStore keys)."""
         return f"{self.kind}{self.devid}"
 
+    @property
+    def xen_devtype(self) -> str | None:
+        """``vbd`` or ``vif`` for a classic PV device; None for a virtio one."""
+        return None
+
+    @property
+    def place(self) -> tuple[str, int]:
+        """What no two devices of a domain may share: (transport or devtype, devid)."""
+        return (self.xen_devtype or self.transport, self.devid)
+
 
 @dataclass(frozen=True, kw_only=True)
 class DiskSpec(DeviceSpec):
@@ -89,10 +105,15 @@ class DiskSpec(DeviceSpec):
     read_only: bool = False
     queues: int = 1
     serial: str = ""
+    specification: Specification = "virtio"
 
     @property
     def name(self) -> str:
         return self.vdev
+
+    @property
+    def xen_devtype(self) -> str | None:
+        return "vbd" if self.specification == "xen" else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,10 +129,15 @@ class NetSpec(DeviceSpec):
     bridge: str = "xenbr0"
     mtu: int = 1500
     queues: int = 1
+    specification: Specification = "virtio"
 
     @property
     def name(self) -> str:
         return self.ifname
+
+    @property
+    def xen_devtype(self) -> str | None:
+        return "vif" if self.specification == "xen" else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +211,22 @@ def _check_common(where: str, spec: DeviceSpec) -> None:
             raise SpecError(f"{where}.grant_usage", f"grant DMA needs xenbus, not {spec.transport}")
 
 
+def _check_classic(where: str, spec: DiskSpec | NetSpec) -> None:
+    """A classic PV device runs over XenBus with grants, on its own ring format."""
+    if _choice(f"{where}.specification", spec.specification, SPECIFICATIONS) == "virtio":
+        return
+    if spec.transport != "xenbus":
+        raise SpecError(
+            f"{where}.transport", f"a classic device needs xenbus, not {spec.transport}"
+        )
+    if spec.ring != "auto":
+        raise SpecError(f"{where}.ring", "a classic device has no virtqueue ring choice")
+    if spec.grant_usage is False:
+        raise SpecError(f"{where}.grant_usage", "a classic device always uses grants")
+    if isinstance(spec, DiskSpec) and spec.serial:
+        raise SpecError(f"{where}.serial", "blkif has no serial number")
+
+
 def _check_disk(where: str, spec: DiskSpec) -> None:
     if not isinstance(spec.vdev, str) or not _VDEV.fullmatch(spec.vdev):
         raise SpecError(f"{where}.vdev", f"must match {_VDEV.pattern}, not {spec.vdev!r}")
@@ -196,6 +238,7 @@ def _check_disk(where: str, spec: DiskSpec) -> None:
     serial = _text(f"{where}.serial", spec.serial, MAX_SERIAL)
     if not serial.isascii() or not serial.isprintable():
         raise SpecError(f"{where}.serial", "must be printable ASCII")
+    _check_classic(where, spec)
 
 
 def _pattern(where: str, value: object, pattern: re.Pattern[str]) -> str:
@@ -222,6 +265,7 @@ def _check_net(where: str, spec: NetSpec) -> None:
     _pattern(f"{where}.bridge", spec.bridge, _BRIDGE)
     _int(f"{where}.mtu", spec.mtu, 68, 65535)
     _int(f"{where}.queues", spec.queues, 1, MAX_QUEUES)
+    _check_classic(where, spec)
 
 
 def _check_rng(where: str, spec: RngSpec) -> None:
@@ -290,17 +334,23 @@ def specs_from_json(data: object, where: str = "devices") -> list[DeviceSpec]:
 
 
 def check_domain_devices(specs: list[DeviceSpec], where: str = "devices") -> None:
-    """No two devices of a domain may share a name or a (transport, devid) place."""
+    """No two devices of a domain may share a name or a (transport, devid) place; no
+    two XenBus NICs a devid (their backend TAPs are both ``vif<domid>.<devid>``)."""
     names: dict[str, int] = {}
     places: dict[tuple[str, int], int] = {}
+    vifs: dict[int, int] = {}
     for n, spec in enumerate(specs):
         here = f"{where}[{n}]"
         if spec.name in names:
             raise SpecError(f"{here}.name", f"{spec.name!r} is also {where}[{names[spec.name]}]")
-        place = (spec.transport, spec.devid)
+        place = spec.place
         if place in places:
             raise SpecError(
                 f"{here}.devid",
-                f"{spec.transport} devid {spec.devid} is also {where}[{places[place]}]",
+                f"{place[0]} devid {spec.devid} is also {where}[{places[place]}]",
             )
         names[spec.name], places[place] = n, n
+        if isinstance(spec, NetSpec) and spec.transport == "xenbus":
+            if spec.devid in vifs:
+                raise SpecError(f"{here}.devid", f"its TAP is also {where}[{vifs[spec.devid]}]'s")
+            vifs[spec.devid] = n

@@ -94,7 +94,7 @@ def _device(spec: DeviceSpec, endpoint: DeviceEndpoint | None, domain_state: str
     out = {
         "name": spec.name,
         "kind": spec.kind,
-        "specification": "virtio",
+        "specification": "xen" if spec.xen_devtype else "virtio",
         "transport": spec.transport,
         "devid": spec.devid,
         "state": state,

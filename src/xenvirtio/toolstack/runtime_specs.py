@@ -9,7 +9,9 @@ entries), so the same file always gives the same guest layout. A vif becomes a
 `NetSpec` (``eth<index>``; without ``mac=`` one is derived from the domain's name and
 the vif's index, under Xen's OUI 00:16:3e; an address without a prefix gets /24, or
 /64 for IPv6); ``virtio`` entries become `ConsoleSpec` and `RngSpec`. Classic PV
-(``specification=xen``) disks and vifs stay pending.
+(``specification=xen``) disks and vifs become the same specs with ``specification``
+"xen": vbds numbered on their own, classic vifs with the XenBus virtio devices (a
+XenBus virtio NIC's backend TAP has the same ``vif<domid>.<devid>`` name as a vif's).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class RuntimeDevices:
 
 def _disk_spec(disk: Disk, devid: int, domid: int) -> DiskSpec:
     return DiskSpec(
+        specification=disk.channel.specification.value,
         devid=devid,
         vdev=disk.vdev,
         image=disk.target,
@@ -72,7 +75,7 @@ def derived_mac(domain: str, index: int) -> str:
     return "00:16:3e:" + ":".join(f"{b:02x}" for b in (h[0] & 0x7F, h[1], h[2]))
 
 
-def _with_prefix(ip: str) -> str:
+def with_prefix(ip: str) -> str:
     iface = ipaddress.ip_interface(ip)
     if "/" in ip:
         return str(iface)
@@ -81,10 +84,11 @@ def _with_prefix(ip: str) -> str:
 
 def _net_spec(cfg: DomainConfig, nic: Nic, devid: int, domid: int) -> NetSpec:
     return NetSpec(
+        specification=nic.channel.specification.value,
         devid=devid,
         ifname=f"eth{nic.index}",
         mac=nic.mac or derived_mac(cfg.name, nic.index),
-        ip=_with_prefix(nic.ips[0]) if nic.ips else "",
+        ip=with_prefix(nic.ips[0]) if nic.ips else "",
         bridge=nic.bridge or "xenbr0",
         mtu=nic.mtu or 1500,
         transport=nic.channel.transport.value,
@@ -123,20 +127,19 @@ class _Builder:
 def runtime_specs(
     cfg: DomainConfig, resolve_domid: DomidResolver = numeric_domid
 ) -> RuntimeDevices:
-    """Every device the runtime can run as a checked spec; the rest named in ``pending``."""
+    """Every device the runtime can run as a checked spec; the rest named in ``pending``
+    (none today: every kind of device a config can name has a spec)."""
     b = _Builder(cfg, resolve_domid)
     pending: list[str] = []
     for disk in cfg.disks:
-        if disk.channel.specification is Specification.XEN:
-            pending.append(f"disk {disk.vdev} (classic blkif)")
-            continue
-        b.add("disk", disk.line, f"disk {disk.vdev}", disk.channel.transport.value,
+        classic = disk.channel.specification is Specification.XEN
+        b.add("disk", disk.line, f"disk {disk.vdev}",
+              "vbd" if classic else disk.channel.transport.value,
               disk.channel.backend, partial(_disk_spec, disk))  # fmt: skip
     for nic in cfg.nics:
-        if nic.channel.specification is Specification.XEN:
-            pending.append(f"vif {nic.index} (classic netif)")
-            continue
-        b.add("vif", nic.line, f"vif {nic.index}", nic.channel.transport.value,
+        classic = nic.channel.specification is Specification.XEN
+        b.add("vif", nic.line, f"vif {nic.index}",
+              "xenbus" if classic else nic.channel.transport.value,
               nic.channel.backend, partial(_net_spec, cfg, nic))  # fmt: skip
     for dev in cfg.virtio:
         unit = b.units[dev.kind]

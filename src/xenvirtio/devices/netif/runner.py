@@ -13,6 +13,7 @@ from typing import TypeVar
 from xenvirtio.devices.netif.backend import NetifBackend
 from xenvirtio.devices.netif.vif import VifConfig
 from xenvirtio.hv.api import Hypervisor
+from xenvirtio.netif.netns import enter_netns
 from xenvirtio.transport.xenbus.reactor import Reactor
 from xenvirtio.transport.xenbus.store import ReactorStore
 
@@ -75,8 +76,14 @@ class NetifBackendRunner:
             raise box["error"]  # type: ignore[misc]
         return box["value"]  # type: ignore[return-value]
 
-    def start_thread(self, timeout: float = 0.05) -> None:
+    def start_thread(self, timeout: float = 0.05, netns: str | None = None) -> None:
+        """Serve on a thread of its own; with ``netns`` that thread lives in that
+        namespace, so vifs made with `VifConfig.netns` None are made there (netlink
+        without a forked helper, which could signal an asyncio loop of this process)."""
+
         def loop() -> None:
+            if netns is not None:
+                enter_netns(netns)
             while not self._stop.is_set():
                 self.reactor.run_once(timeout)
 
