@@ -11,7 +11,6 @@ only transport devices can join or leave a running guest by (`runtime.hotplug`).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from xenvirtio.runtime.domain import DeviceEndpoint
@@ -24,29 +23,19 @@ from xenvirtio.runtime.hotplug import (
 )
 from xenvirtio.runtime.layout import DomainDir
 from xenvirtio.runtime.specs import DiskSpec, SpecError
-from xenvirtio.toolstack.channel import resolve_channel
 from xenvirtio.toolstack.disk import parse_disk
 from xenvirtio.toolstack.errors import EntryError
-from xenvirtio.toolstack.lifecycle import Host, ToolstackError, domid_resolver, find_domain
-from xenvirtio.toolstack.options import GuestType, Specification, Transport
+from xenvirtio.toolstack.lifecycle import Host, ToolstackError, find_domain, hotplug_channel
+from xenvirtio.toolstack.options import GuestType
 
 
 def disk_spec(host: Host, domid: int, guest: GuestType, text: str) -> DiskSpec:
     """The runtime spec for disk string ``text`` in domain ``domid``."""
     try:
         entry = parse_disk(text)
-        request = entry.request
-        if request.transport is None and request.specification is not Specification.XEN:
-            request = dataclasses.replace(request, transport=Transport.XENBUS)
-        channel = resolve_channel(request, guest)
     except EntryError as exc:
         raise ToolstackError(f"{text!r}: {exc}") from None
-    if channel.specification is Specification.XEN:
-        raise ToolstackError(f"{text!r}: classic (specification=xen) disks are pending")
-    try:
-        backend = domid_resolver(host)(channel.backend)
-    except LookupError as exc:
-        raise ToolstackError(str(exc)) from None
+    channel, backend = hotplug_channel(host, guest, text, entry.request, "disks")
     specs = read_specs(DomainDir(host.run_dir, domid))
     transport = channel.transport.value
     return DiskSpec(devid=next_devid(specs, transport), vdev=entry.vdev,

@@ -15,6 +15,7 @@ them from any process; it goes with the domain's directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,8 +35,10 @@ from xenvirtio.runtime.domain import (
 from xenvirtio.runtime.hypervisor import HypervisorKind
 from xenvirtio.runtime.layout import DomainDir
 from xenvirtio.runtime.specs import MAX_DOMID
+from xenvirtio.toolstack.channel import Channel, resolve_channel
 from xenvirtio.toolstack.domcfg import DomainConfig
-from xenvirtio.toolstack.options import is_dom0
+from xenvirtio.toolstack.errors import EntryError
+from xenvirtio.toolstack.options import ChannelRequest, GuestType, Specification, Transport, is_dom0
 from xenvirtio.toolstack.runtime_specs import runtime_specs
 
 NOTE_FILE = "toolstack.json"
@@ -110,6 +113,27 @@ def domid_resolver(host: Host) -> Callable[[str], int]:
         raise LookupError(f"backend={backend}: no domain of that name is running")
 
     return resolve
+
+
+def hotplug_channel(
+    host: Host, guest: GuestType, text: str, request: ChannelRequest, what: str
+) -> tuple[Channel, int]:
+    """The channel and backend domid of a device string given at run time (``xl
+    block-attach``/``network-attach``): XenBus unless it names a transport. Classic
+    (``specification=xen``) devices are refused: their hot-plug is not built."""
+    try:
+        if request.transport is None and request.specification is not Specification.XEN:
+            request = dataclasses.replace(request, transport=Transport.XENBUS)
+        channel = resolve_channel(request, guest)
+    except EntryError as exc:
+        raise ToolstackError(f"{text!r}: {exc}") from None
+    if channel.specification is Specification.XEN:
+        raise ToolstackError(f"{text!r}: classic (specification=xen) {what} are pending")
+    try:
+        backend = domid_resolver(host)(channel.backend)
+    except LookupError as exc:
+        raise ToolstackError(str(exc)) from None
+    return channel, backend
 
 
 def create_domain(host: Host, cfg: DomainConfig, progress: Progress = print) -> CreatedDomain:

@@ -13,8 +13,6 @@ domain that has no NIC yet gets its network namespace at attach (`runtime.networ
 
 from __future__ import annotations
 
-import dataclasses
-
 from xenvirtio.runtime.domain import DeviceEndpoint
 from xenvirtio.runtime.hotplug import (
     HotplugError,
@@ -25,10 +23,9 @@ from xenvirtio.runtime.hotplug import (
 )
 from xenvirtio.runtime.layout import DomainDir
 from xenvirtio.runtime.specs import NetSpec, SpecError
-from xenvirtio.toolstack.channel import resolve_channel
 from xenvirtio.toolstack.errors import EntryError
-from xenvirtio.toolstack.lifecycle import Host, ToolstackError, domid_resolver, find_domain
-from xenvirtio.toolstack.options import GuestType, Specification, Transport
+from xenvirtio.toolstack.lifecycle import Host, ToolstackError, find_domain, hotplug_channel
+from xenvirtio.toolstack.options import GuestType
 from xenvirtio.toolstack.runtime_specs import derived_mac, with_prefix
 from xenvirtio.toolstack.vif import parse_mac, parse_vif
 
@@ -39,18 +36,9 @@ def net_spec(host: Host, domid: int, name: str, guest: GuestType, text: str) -> 
     """The runtime spec for vif string ``text`` in domain ``domid`` (named ``name``)."""
     try:
         entry = parse_vif(text)
-        request = entry.request
-        if request.transport is None and request.specification is not Specification.XEN:
-            request = dataclasses.replace(request, transport=Transport.XENBUS)
-        channel = resolve_channel(request, guest)
     except EntryError as exc:
         raise ToolstackError(f"{text!r}: {exc}") from None
-    if channel.specification is Specification.XEN:
-        raise ToolstackError(f"{text!r}: classic (specification=xen) vifs are pending")
-    try:
-        backend = domid_resolver(host)(channel.backend)
-    except LookupError as exc:
-        raise ToolstackError(str(exc)) from None
+    channel, backend = hotplug_channel(host, guest, text, entry.request, "vifs")
     specs = read_specs(DomainDir(host.run_dir, domid))
     names = {s.name for s in specs}
     index = next(n for n in range(MAX_NICS + 1) if f"eth{n}" not in names)
